@@ -1,0 +1,23 @@
+"""worldvid's Gymnasium tasks. Every ``gymnasium.register`` call of the project lives here.
+
+Entry points are strings, so importing this package is cheap and spawned vector-env workers
+(which re-import it) see the same registry.
+"""
+
+import os
+
+# Headless offscreen rendering unless the user chose a backend; must precede MuJoCo's GL set-up.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from gymnasium.envs.registration import register, registry  # noqa: E402
+
+TASKS: dict[str, dict] = {
+    "worldvid/PointReach-v0": {"entry_point": "envs.point_reach:PointReachEnv", "max_episode_steps": 50},
+    "worldvid/Push-v0": {"entry_point": "envs.push:PushEnv", "max_episode_steps": 100},
+    "worldvid/Reacher-v0": {"entry_point": "envs.reacher:ReacherEnv", "max_episode_steps": 50},
+}
+"""The pixel MuJoCo tasks: id -> registration arguments."""
+
+for _env_id, _kwargs in TASKS.items():
+    if _env_id not in registry:
+        register(id=_env_id, **_kwargs)

@@ -1,0 +1,207 @@
+"""Collecting episodes: the rollout loop, and Ray-parallel collection into an episode store."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldvid.data.episode import Episode
+from worldvid.data.policies import CollectionPolicy, make_policy
+from worldvid.data.store import EpisodeStore, StoreSpec
+
+
+def canonical_env_id(env_id: str) -> str:
+    """``"worldvid:worldvid/PointReach-v0"`` -> ``"worldvid/PointReach-v0"`` (the module prefix only imports)."""
+    return env_id.split(":", 1)[1] if ":" in env_id else env_id
+
+
+def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
+    """Make ``env_id`` with uint8 [size, size, 3] observations.
+
+    worldvid's own tasks render their observations themselves. Any other registered env must support
+    ``render_mode="rgb_array"``; its rendered frames become the observations (``envs.wrappers.PixelObservation``).
+    Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
+    """
+    import worldvid  # noqa: F401  (registers worldvid's tasks)
+    from envs import TASKS
+    from envs.wrappers import PixelObservation
+
+    if size < 8:
+        raise ValueError(f"frame size must be >= 8 pixels, got {size}")
+    try:
+        spec = gym.spec(env_id)
+    except (gym.error.Error, ModuleNotFoundError) as err:
+        raise ValueError(f"unknown environment id {env_id!r}: {err}") from err
+    if canonical_env_id(spec.id) in TASKS:
+        env = gym.make(env_id, size=size, **env_kwargs)
+    else:
+        modes = _render_modes(spec)
+        if modes is not None and "rgb_array" not in modes:
+            raise ValueError(f"{env_id} cannot render rgb_array frames (render modes: {modes})")
+        try:
+            env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
+        except TypeError:  # an env without width/height keywords: resize its frames instead
+            env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
+        env = PixelObservation(env, size)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"worldvid needs a continuous (Box) action space; {env_id} has {env.action_space}")
+    return env
+
+
+def _render_modes(spec: gym.envs.registration.EnvSpec) -> list[str] | None:
+    """The render modes the env's class declares (None when it declares none)."""
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        creator = gym.envs.registration.load_env_creator(creator)
+    metadata = getattr(creator, "metadata", None)
+    return metadata.get("render_modes") if isinstance(metadata, dict) else None
+
+
+def collect_episode(env: gym.Env, policy: CollectionPolicy, seed: int, max_steps: int | None = None) -> Episode:
+    """Run one episode from ``env.reset(seed=seed)`` until termination, truncation or ``max_steps``.
+
+    The policy's RNG is derived from the seed, so the episode is a function of (env, policy, seed).
+    """
+    observation, info = env.reset(seed=seed)
+    policy.reset(env, np.random.default_rng([seed, 0x5EED]))
+    goal = info.get("goal_frame", getattr(env.unwrapped, "goal_frame", None))
+    limit = max_steps or (env.spec.max_episode_steps if env.spec else None)
+    if limit is None:
+        raise ValueError("the env has no time limit; pass max_steps")
+    frames, actions, rewards, terms, truncs, successes = [observation], [], [], [], [], []
+    for _ in range(limit):
+        action = np.asarray(policy(observation), dtype=np.float32)
+        observation, reward, terminated, truncated, info = env.step(action)
+        frames.append(observation)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        successes.append(info.get("success"))
+        if terminated or truncated:
+            break
+    has_success = all(s is not None for s in successes)
+    return Episode(
+        frames=np.stack(frames).astype(np.uint8),
+        actions=np.stack(actions).astype(np.float32),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        terminated=np.asarray(terms, dtype=bool),
+        truncated=np.asarray(truncs, dtype=bool),
+        goal_frame=None if goal is None else np.asarray(goal, dtype=np.uint8),
+        env_id=canonical_env_id(env.spec.id if env.spec else str(env)),
+        seed=int(seed),
+        policy=policy.name,
+        success=np.asarray(successes, dtype=bool) if has_success else None,
+    )
+
+
+def collect_shard(env_id: str, size: int, env_kwargs: dict[str, Any], policy: str, seeds: list[int]) -> list[Episode]:
+    """Collect one episode per seed in a fresh env (the unit of work of one worker)."""
+    env = make_pixel_env(env_id, size, **env_kwargs)
+    try:
+        return [collect_episode(env, make_policy(policy), seed) for seed in seeds]
+    finally:
+        env.close()
+
+
+@dataclass
+class CollectReport:
+    """What one ``collect`` call did: the store, how much it collected now, and how fast."""
+
+    store: EpisodeStore
+    new_episodes: int
+    new_frames: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.new_frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def collect(
+    env_id: str,
+    num_episodes: int,
+    out: str | os.PathLike,
+    workers: int = 1,
+    policy: str = "mixed",
+    size: int = 64,
+    seed: int = 0,
+    episodes_per_shard: int = 10,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    shard_timeout_s: float = 1800.0,
+) -> CollectReport:
+    """Collect ``num_episodes`` episodes of ``env_id`` into the store at ``out``; episode i uses seed ``seed + i``.
+
+    With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once; Ray is started
+    locally if it is not running, or use ``ray.init(address=...)`` first for a cluster). Shards are
+    assigned by episode index, so the data is identical whatever ``workers`` is. Re-running into the same
+    folder keeps the finished shards and collects only the rest; a folder holding data of another
+    configuration raises ``StoreMismatchError`` and is left untouched.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    env_kwargs = dict(env_kwargs or {})
+    make_policy(policy)  # fail on a bad name before any work starts
+    probe = make_pixel_env(env_id, size, **env_kwargs)
+    spec = StoreSpec(
+        env_id=canonical_env_id(probe.spec.id if probe.spec else env_id),
+        frame_shape=probe.observation_space.shape,
+        action_dim=int(np.prod(probe.action_space.shape)),
+        policy=policy,
+        seed=seed,
+        episodes_per_shard=episodes_per_shard,
+        env_kwargs=env_kwargs,
+    )
+    probe.close()
+    store = EpisodeStore.create(Path(out), spec)
+    num_shards = -(-num_episodes // episodes_per_shard)
+    todo = [j for j in range(num_shards) if not store.has_shard(j, num_episodes)]
+    jobs = {j: [seed + i for i in spec.episodes_of(j, num_episodes)] for j in todo}
+    start = time.perf_counter()
+    bar = tqdm(total=sum(map(len, jobs.values())), desc=f"collect {spec.env_id}", unit="ep", disable=not progress)
+    new_frames = 0
+
+    def finish(index: int, episodes: list[Episode]) -> None:
+        nonlocal new_frames
+        store.write_shard(index, episodes)
+        new_frames += sum(ep.num_steps + 1 for ep in episodes)
+        bar.update(len(episodes))
+
+    args = (env_id, size, env_kwargs, policy)
+    if workers == 1 or len(jobs) <= 1:
+        for index, seeds in jobs.items():
+            finish(index, collect_shard(*args, seeds))
+    else:
+        _collect_with_ray(jobs, args, workers, finish, shard_timeout_s)
+    bar.close()
+    return CollectReport(store, sum(map(len, jobs.values())), new_frames, time.perf_counter() - start)
+
+
+def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, finish, timeout_s: float) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1, max_retries=3)(collect_shard)
+    queue = list(jobs.items())
+    running: dict[Any, int] = {}
+    while queue or running:
+        while queue and len(running) < workers:
+            index, seeds = queue.pop(0)
+            running[remote.remote(*args, seeds)] = index
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
+        if not ready:
+            raise TimeoutError(f"no shard finished within {timeout_s:.0f} s; is the Ray cluster short of CPUs?")
+        for ref in ready:
+            finish(running.pop(ref), ray.get(ref, timeout=timeout_s))

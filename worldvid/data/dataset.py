@@ -1,0 +1,77 @@
+"""Frame-window dataset: K context frames + K actions -> the next frame."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from worldvid.data.store import EpisodeStore
+
+
+class FrameWindowDataset(Dataset):
+    """Every window of an episode store, read lazily.
+
+    Item ``i`` is one (episode, t) pair, 0 <= t < T, and holds (the convention ``WorldModel`` uses):
+
+    - ``context``: uint8 [K, H, W, 3], frames t-K+1 .. t;
+    - ``context_actions``: float32 [K, A], actions t-K+1 .. t (action j is the one taken from frame j);
+    - ``target``: uint8 [H, W, 3], frame t+1.
+
+    Before an episode's start the first frame is repeated and the actions are zero. Only an index of
+    episode lengths is held in memory (taken from the manifest); frames are read from HDF5 on demand, with
+    file handles opened lazily in each DataLoader worker process, so memory does not grow with the data.
+    Shuffle with the DataLoader to draw random windows.
+    """
+
+    def __init__(self, store: EpisodeStore | str | os.PathLike, context: int = 4, episodes: Sequence[int] | None = None) -> None:
+        if context < 1:
+            raise ValueError(f"context must be >= 1, got {context}")
+        self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        self.context = context
+        self.episodes = np.asarray(self.store.episode_ids if episodes is None else list(episodes), dtype=np.int64)
+        if self.episodes.size == 0:
+            raise ValueError(f"no episodes to draw windows from in {self.store.root}")
+        lengths = np.array([self.store.episode_length(int(e)) for e in self.episodes], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(episode id, t) of window ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range [0, {len(self)})")
+        row = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return int(self.episodes[row]), int(index - self._offsets[row])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        episode, t = self.locate(index)
+        k = self.context
+        start = max(0, t - k + 1)
+        frames = self.store.read_frames(episode, start, t + 2)  # context frames start..t and target t+1
+        actions = self.store.read_actions(episode, start, t + 1)
+        pad = k - (t + 1 - start)
+        if pad:
+            frames = np.concatenate([np.repeat(frames[:1], pad, axis=0), frames], axis=0)
+            actions = np.concatenate([np.zeros((pad, actions.shape[1]), np.float32), actions], axis=0)
+        return {
+            "context": torch.from_numpy(np.ascontiguousarray(frames[:k])),
+            "context_actions": torch.from_numpy(np.ascontiguousarray(actions)),
+            "target": torch.from_numpy(np.ascontiguousarray(frames[k])),
+        }
+
+
+def split_episodes(store: EpisodeStore, held_out_fraction: float = 0.1, min_held_out: int = 1) -> tuple[list[int], list[int]]:
+    """Split a store's episodes into (train, held-out) by index: the last ones are held out.
+
+    Deterministic, so training and evaluation agree on which episodes the model never saw.
+    """
+    ids = store.episode_ids
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 episodes to hold some out, the store has {len(ids)}")
+    held = min(len(ids) - 1, max(min_held_out, int(round(len(ids) * held_out_fraction))))
+    return ids[:-held], ids[-held:]

@@ -1,0 +1,108 @@
+"""Collection policies: temporally correlated random actions, a task's scripted expert, and a mix."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+
+
+class CollectionPolicy(Protocol):
+    """Chooses actions while collecting; ``reset`` is called once per episode with that episode's RNG."""
+
+    name: str
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None: ...
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray: ...
+
+
+class CorrelatedNoisePolicy:
+    """Random actions with AR(1) correlation: a_t = beta a_{t-1} + sqrt(1 - beta^2) * scale * eps_t, clipped.
+
+    Correlated noise wanders across the scene instead of jittering in place as white noise does.
+    Actions are float32 [A] inside the env's Box bounds.
+    """
+
+    name = "random"
+
+    def __init__(self, beta: float = 0.8, scale: float = 1.0) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.beta, self.scale = beta, scale
+        self._action: np.ndarray | None = None
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"worldvid needs a continuous (Box) action space, the env has {space}")
+        self._rng = rng
+        self._half = (space.high - space.low) / 2.0
+        self._mid = (space.high + space.low) / 2.0
+        self._action = np.clip(rng.uniform(-1.0, 1.0, size=space.shape) * self.scale, -1.0, 1.0)
+
+    def step_unit(self) -> np.ndarray:
+        """Advance the AR(1) process; its value in [-1, 1]^A (before mapping to the action bounds)."""
+        if self._action is None:
+            raise RuntimeError("call reset() before drawing actions")
+        eps = self._rng.standard_normal(self._action.shape)
+        self._action = np.clip(self.beta * self._action + np.sqrt(1 - self.beta**2) * self.scale * eps, -1.0, 1.0)
+        return self._action
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        return (self._mid + self._half * self.step_unit()).astype(np.float32)
+
+
+class ScriptedPolicy:
+    """The task's goal-seeking expert (``env.unwrapped.scripted_action()``) plus small correlated noise."""
+
+    name = "scripted"
+
+    def __init__(self, noise: float = 0.1) -> None:
+        self._noise = CorrelatedNoisePolicy(beta=0.5, scale=noise)
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        if not hasattr(env.unwrapped, "scripted_action"):
+            raise ValueError(f"{env.spec.id if env.spec else env} has no scripted policy; use --policy random")
+        self._env = env
+        self._noise.reset(env, rng)
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        space = self._env.action_space
+        action = self._env.unwrapped.scripted_action() + self._noise.step_unit() * (space.high - space.low) / 2.0
+        return np.clip(action, space.low, space.high).astype(np.float32)
+
+
+class MixedPolicy:
+    """Wander, then reach: correlated random actions until a random switch step, the scripted expert after.
+
+    The switch step is uniform over the episode, so a dataset covers pure wandering, pure reaching and
+    everything between, including what happens after the goal is reached.
+    """
+
+    name = "mixed"
+
+    def __init__(self) -> None:
+        self._random, self._scripted = CorrelatedNoisePolicy(), ScriptedPolicy()
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        self._random.reset(env, rng)
+        self._scripted.reset(env, rng)
+        horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 100
+        self._switch, self._t = int(rng.integers(0, horizon + 1)), 0
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        self._t += 1
+        return self._random(observation) if self._t <= self._switch else self._scripted(observation)
+
+
+POLICIES = {"random": CorrelatedNoisePolicy, "scripted": ScriptedPolicy, "mixed": MixedPolicy}
+"""Policy name -> class, as ``worldvid collect --policy`` names them."""
+
+
+def make_policy(name: str) -> CollectionPolicy:
+    """A fresh policy by name (one of ``POLICIES``)."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}")
+    return POLICIES[name]()

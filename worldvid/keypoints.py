@@ -1,0 +1,94 @@
+"""Find task objects in frames (real or imagined) by their flat colour: batched, vectorised, device-preserving.
+
+worldvid's tasks render each task-relevant object in one exact colour (``env.unwrapped.object_colors``),
+so an object's position in a frame is the centroid of the pixels near that colour. Imagined frames blur
+and shift colours a little; the soft weighting below gives such pixels partial weight instead of none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def color_weights(
+    frames: ArrayLike,
+    colors: ArrayLike | Sequence[Sequence[float]],
+    tolerance: float = 60.0,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Per-pixel match weight of each colour: float32 [..., N, H, W] in [0, 1] (torch, on ``frames``' device).
+
+    Args:
+        frames: [..., H, W, 3] uint8 (0-255) or float (in ``value_range``), numpy or torch.
+        colors: [N, 3] RGB on the 0-255 scale (e.g. ``list(env.unwrapped.object_colors.values())``).
+        tolerance: RGB distance (0-255 scale) at which a pixel's weight reaches 0; the weight is
+            ``max(0, 1 - (distance / tolerance)^2)``, so exact matches weigh 1.
+        value_range: (low, high) that maps to 0-255 for float frames; default (0, 255) for integer frames
+            and (0, 1) for float frames (pass (-1, 1) for frames in the diffusion model's range).
+    """
+    x = torch.as_tensor(frames)
+    if x.ndim < 3 or x.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [..., H, W, 3], got {tuple(x.shape)}")
+    if value_range is None:
+        value_range = (0.0, 255.0) if not torch.is_floating_point(x) else (0.0, 1.0)
+    low, high = value_range
+    if high <= low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    x = (x.to(dtype) - low) * (255.0 / (high - low))
+    palette = torch.as_tensor(np.asarray(colors, dtype=np.float64) if not isinstance(colors, torch.Tensor) else colors)
+    palette = palette.to(device=x.device, dtype=dtype)
+    if palette.ndim != 2 or palette.shape[-1] != 3:
+        raise ValueError(f"colors must have shape [N, 3], got {tuple(palette.shape)}")
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, without materialising [..., H, W, N, 3]
+    squared = (x * x).sum(-1).unsqueeze(-3) - 2.0 * torch.einsum("...hwc,nc->...nhw", x, palette)
+    squared = squared + (palette * palette).sum(-1)[:, None, None]
+    return (1.0 - squared.clamp_min(0.0) / tolerance**2).clamp_min(0.0)
+
+
+def locate_objects(
+    frames: ArrayLike,
+    colors: ArrayLike | Sequence[Sequence[float]],
+    tolerance: float = 60.0,
+    min_mass: float = 1.0,
+    value_range: tuple[float, float] | None = None,
+    fill: float = float("nan"),
+) -> tuple[ArrayLike, ArrayLike]:
+    """Colour-matched centroid of each object in each frame.
+
+    Args:
+        frames: [..., H, W, 3] uint8 (0-255) or float (in ``value_range``; see ``color_weights``),
+            numpy or torch; any leading batch shape, e.g. [B, T, H, W, 3] imagined rollouts.
+        colors: [N, 3] the objects' RGB on the 0-255 scale.
+        tolerance: RGB distance (0-255 scale) beyond which a pixel does not count (soft weight within).
+        min_mass: the summed pixel weight an object needs to count as visible (about its pixel count).
+        value_range: see ``color_weights``.
+        fill: position reported for objects that are not visible (NaN by default, so misuse is loud).
+
+    Returns:
+        positions: float32 [..., N, 2] (row, col) in pixels, pixel (i, j)'s centre being (i, j) (the
+            convention of ``env.unwrapped.object_pixel_positions()``); ``fill`` where not visible.
+        visible: bool [..., N], whether the matched mass reaches ``min_mass``.
+        Both are numpy if ``frames`` is numpy, else torch tensors on ``frames``' device.
+    """
+    is_numpy = not isinstance(frames, torch.Tensor)
+    weights = color_weights(frames, colors, tolerance, value_range)  # [..., N, H, W]
+    height, width = weights.shape[-2:]
+    rows = torch.arange(height, device=weights.device, dtype=weights.dtype)
+    cols = torch.arange(width, device=weights.device, dtype=weights.dtype)
+    mass = weights.sum((-2, -1))
+    row = torch.einsum("...hw,h->...", weights, rows) / mass.clamp_min(1e-12)
+    col = torch.einsum("...hw,w->...", weights, cols) / mass.clamp_min(1e-12)
+    visible = mass >= min_mass
+    positions = torch.stack([row, col], -1).to(torch.float32)
+    positions = torch.where(visible.unsqueeze(-1), positions, torch.full_like(positions, fill))
+    if is_numpy:
+        return positions.numpy(), visible.numpy()
+    return positions, visible

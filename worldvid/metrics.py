@@ -1,0 +1,93 @@
+"""Frame metrics: PSNR, SSIM, and a task-grounded object-position error."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 or float [..., H, W, 3] in [0, 255] -> float64 tensor [..., H, W, 3] in [0, 1]."""
+    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    return t.to(torch.float64) / 255.0
+
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, max_db: float = 60.0) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB per frame.
+
+    Args:
+        a, b: frames uint8 [..., H, W, 3] (values 0..255).
+        max_db: value reported for identical frames (PSNR is infinite there).
+    Returns:
+        float64 [...]
+    """
+    mse = ((_as_float(a) - _as_float(b)) ** 2).flatten(-3).mean(-1)
+    return torch.clamp(10 * torch.log10(1.0 / mse.clamp_min(1e-12)), max=max_db).numpy()
+
+
+def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, window: int = 7) -> np.ndarray:
+    """Structural similarity (Wang et al. 2004, Gaussian window, channels averaged) per frame.
+
+    Args:
+        a, b: frames uint8 [..., H, W, 3].
+        window: Gaussian window size (7 suits 32x32 frames; it is clipped to the frame size).
+    Returns:
+        float64 [...] in [-1, 1]; 1 for identical frames.
+    """
+    x, y = _as_float(a), _as_float(b)
+    lead = x.shape[:-3]
+    h, w = x.shape[-3:-1]
+    size = min(window, h, w)
+    size -= 1 - size % 2  # odd, so the window has a centre
+    kernel = _gaussian_window(size)
+    # [N*3, 1, H, W]: each colour channel filtered on its own
+    x = x.reshape(-1, h, w, 3).permute(0, 3, 1, 2).reshape(-1, 1, h, w)
+    y = y.reshape(-1, h, w, 3).permute(0, 3, 1, 2).reshape(-1, 1, h, w)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.reshape(-1, 3, *ssim_map.shape[-2:]).mean(dim=(1, 2, 3)).reshape(lead).numpy()
+
+
+def object_position_error(
+    imagined: np.ndarray | torch.Tensor,
+    real: np.ndarray | torch.Tensor,
+    colors: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance in pixels between each task object located in imagined and in real frames.
+
+    Objects are found by colour (``worldvid.keypoints.locate_objects``, the task's ``object_colors``).
+    An object the real frame shows but the imagined frame lost counts as the frame's diagonal (the worst
+    possible error), so a model cannot score well by erasing objects.
+
+    Args:
+        imagined, real: uint8 [..., H, W, 3].
+        colors: [N, 3] RGB of the objects.
+    Returns:
+        (error float64 [..., N] in pixels, valid bool [..., N]: the object is visible in the real frame).
+    """
+    from worldvid.keypoints import locate_objects
+
+    real_pos, real_vis = locate_objects(real, colors)
+    imag_pos, imag_vis = locate_objects(imagined, colors)
+    real_pos, imag_pos = np.asarray(real_pos, np.float64), np.asarray(imag_pos, np.float64)
+    real_vis, imag_vis = np.asarray(real_vis) > 0, np.asarray(imag_vis) > 0
+    h, w = np.asarray(real).shape[-3:-1]
+    err = np.linalg.norm(imag_pos - real_pos, axis=-1)
+    err = np.where(imag_vis, err, float(np.hypot(h, w)))
+    return err, real_vis
