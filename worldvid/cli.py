@@ -45,6 +45,32 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from worldvid.model import WorldModelConfig
+    from worldvid.train import TrainConfig, train
+
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "num_workers") if getattr(args, k) is not None}
+    if args.no_autocast:
+        overrides["autocast"] = False
+    model_config = None
+    if args.channels and not args.resume:
+        from worldvid.data.store import EpisodeStore
+
+        spec = EpisodeStore(args.data).spec
+        model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id,
+                                        block_channels=tuple(args.channels))
+    summary = train(args.data, args.out, TrainConfig(**overrides), model_config=model_config, resume=args.resume)
+    _print_table(summary)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from experiments.open_loop import run_open_loop_evaluation
+
+    run_open_loop_evaluation(args.model, args.data, horizon=args.horizon, out=args.out, controllability_seeds=args.control_seeds)
+    return 0
+
+
 def _print_table(rows: dict) -> None:
     width = max(map(len, rows))
     for key, value in rows.items():
@@ -66,12 +92,40 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_collect)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a world model on an episode store (resumable)")
+    p.add_argument("--data", required=True, help="episode store folder (from worldvid collect)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics, the model")
+    p.add_argument("--steps", type=int, help="total optimizer steps (default 4000)")
+    p.add_argument("--batch-size", type=int, help="windows per step (default 32)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, help="seed of weights, batches and noise (default 0)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level (default 16 32 64)")
+    p.add_argument("--no-autocast", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="open-loop imagined rollouts vs real frames, beside copy-last-frame")
+    p.add_argument("--model", required=True, help="run folder (from worldvid train) or model folder")
+    p.add_argument("--data", help="episode store; default: the run's own data, held-out episodes only")
+    p.add_argument("--horizon", type=int, default=16, help="imagined steps per window")
+    p.add_argument("--control-seeds", type=int, default=16, help="env seeds of the controllability check (0: skip)")
+    p.add_argument("--out", help="JSON file (default RUN/eval.json)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="worldvid", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("envs", help="list the registered worldvid tasks").set_defaults(func=_cmd_envs)
     _add_collect(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

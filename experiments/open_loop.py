@@ -1,0 +1,98 @@
+"""``worldvid evaluate``: open-loop scores of a trained model on held-out episodes, as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from worldvid.data.store import EpisodeStore
+from worldvid.evaluate import controllability, evaluate_open_loop
+from worldvid.model import WorldModel
+from worldvid.train import MODEL_DIR
+
+REPORT_STEPS = (1, 2, 4, 8, 16)
+"""Imagined steps shown in the terminal table (all steps go to the JSON)."""
+
+
+def resolve_run(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(model folder, run folder or None) for a path that is a training run or a bare model folder."""
+    path = Path(path)
+    if (path / MODEL_DIR / "config.json").is_file():
+        return path / MODEL_DIR, path
+    return path, None
+
+
+def load_for_data(model_path: str | os.PathLike, store: EpisodeStore) -> WorldModel:
+    """Load a model and check it fits the store's frames, actions and env (ValueError naming the field)."""
+    spec = store.spec
+    return WorldModel.from_pretrained(model_path, frame_size=spec.frame_shape[0], action_dim=spec.action_dim, env_id=spec.env_id)
+
+
+def held_out_episodes(run: Path | None, store: EpisodeStore) -> list[int]:
+    """The run's held-out episodes when ``store`` is the run's own data; else every episode of the store."""
+    if run is not None and (run / "train_config.json").is_file():
+        saved = json.loads((run / "train_config.json").read_text())
+        if Path(saved["data"]).resolve() == store.root.resolve():
+            return list(saved["held_out_episodes"])
+    return store.episode_ids
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The terminal table: per reported step, model beside copy-last-frame."""
+    model, copy = report["model"], report["copy_last_frame"]
+    metric = "goal_object_error_px" if "goal_object_error_px" in model else None
+    head = f"{'step':>4}  {'PSNR model':>10} {'copy':>6}  {'SSIM model':>10} {'copy':>6}"
+    if metric:
+        head += f"  {report['goal_object'] + ' err px':>16} {'copy':>6} {'ratio':>6}"
+    lines = [f"{report['env_id']}: {report['windows']} windows from {len(report['episodes'])} held-out episodes", head]
+    for step in (s for s in REPORT_STEPS if s <= report["horizon"]):
+        j = step - 1
+        line = f"{step:4d}  {model['psnr'][j]:10.2f} {copy['psnr'][j]:6.2f}  {model['ssim'][j]:10.3f} {copy['ssim'][j]:6.3f}"
+        if metric:
+            ratio = copy[metric][j] / max(model[metric][j], 1e-6)
+            line += f"  {model[metric][j]:16.2f} {copy[metric][j]:6.2f} {ratio:5.1f}x"
+        lines.append(line)
+    if "controllability" in report:
+        c = report["controllability"]
+        lines.append(
+            f"controllability ({c['seeds']} seeds, {c['horizon']} steps, px): imagined-vs-real {c['matched']:.2f}, "
+            f"real A-vs-B {c['real_divergence']:.2f}, imagined A-vs-B {c['imagined_divergence']:.2f} -> "
+            f"{'PASSED' if c['passed'] else 'FAILED'}"
+        )
+    return "\n".join(lines)
+
+
+def run_open_loop_evaluation(
+    model: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    horizon: int = 16,
+    out: str | os.PathLike | None = None,
+    controllability_seeds: int = 16,
+    max_episodes: int = 30,
+    seed: int = 0,
+    print_table: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report."""
+    model_path, run = resolve_run(model)
+    if data is None:
+        if run is None:
+            raise ValueError(f"{model} is not a training run folder; pass --data")
+        data = json.loads((run / "train_config.json").read_text())["data"]
+    store = EpisodeStore(data)
+    world_model = load_for_data(model_path, store)
+    episodes = held_out_episodes(run, store)[:max_episodes]
+    report = evaluate_open_loop(world_model, store, episodes, horizon=horizon, seed=seed)
+    if controllability_seeds > 0:
+        seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
+        report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, horizon), seed=seed)
+    out = Path(out) if out else (run or model_path) / "eval.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out)
+    report["json"] = str(out)
+    if print_table:
+        print(format_report(report))
+        print(f"report: {out}")
+    return report
