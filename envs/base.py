@@ -12,18 +12,14 @@ A task subclass provides the MJCF, class attributes ``object_geoms``, ``object_c
 
 from __future__ import annotations
 
-import os
+# MUJOCO_GL defaults to egl (headless) in envs/__init__.py, which runs before this module.
+from pathlib import Path
+from typing import Any, ClassVar
 
-# Headless rendering; must be set before mujoco creates its first GL context.
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-from pathlib import Path  # noqa: E402
-from typing import Any, ClassVar  # noqa: E402
-
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnasium.envs.mujoco import MujocoEnv  # noqa: E402
-from gymnasium.spaces import Box  # noqa: E402
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
+from gymnasium.spaces import Box
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 """Folder holding the tasks' MJCF files."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-from worldvid.data.episode import Episode  # noqa: E402
+from worldvid.data.episode import Episode
 
 
 def make_episode(steps: int = 7, size: int = 8, action_dim: int = 2, seed: int = 0, env_id: str = "test/Fake-v0") -> Episode:

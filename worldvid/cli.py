@@ -71,6 +71,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from experiments.bench import run_bench
+
+    run_bench(args.sections, out=args.out)
+    return 0
+
+
 def _print_table(rows: dict) -> None:
     width = max(map(len, rows))
     for key, value in rows.items():
@@ -118,6 +125,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="throughput figures on this machine, as a table and JSON")
+    p.add_argument("--sections", nargs="+", help="subset of: peak model sim train memory (default: all)")
+    p.add_argument("--out", help="JSON file for the figures")
+    p.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="worldvid", description=__doc__.splitlines()[0])
@@ -126,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_bench(sub)
     return parser
 
 

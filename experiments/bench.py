@@ -1,0 +1,200 @@
+"""``worldvid bench``: throughput figures measured side by side in one run on this machine.
+
+Each section returns a flat dict of figures; ``run_bench`` prints them as a table and writes JSON.
+Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16), ``model`` (denoiser GFLOP/s and its fraction
+of the peak, imagined frames/s at batch 1 and 64), ``sim`` (true-simulator frames/s), ``train``
+(training samples/s), ``memory`` (peak RSS of training on 100 vs 1,000 episodes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from worldvid.model import WorldModel, WorldModelConfig
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Fastest wall time of ``repeats`` calls after ``warmup`` calls (the least disturbed measurement)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n x n matmul in ``dtype`` on the CPU (2 n^3 flops)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def bench_peak() -> dict[str, float]:
+    """Torch matmul peak, fp32 and bf16."""
+    return {"matmul_gflops_fp32": matmul_peak(torch.float32), "matmul_gflops_bf16": matmul_peak(torch.bfloat16)}
+
+
+def denoiser_flops(model: WorldModel, batch: int) -> int:
+    """Flops of one denoiser call on a batch (counted by torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = model.config
+    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size)
+    context = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size)
+    actions = torch.zeros(batch, c.context, c.action_dim)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.denoiser(x, torch.ones(batch), context, actions)
+    return counter.get_total_flops()
+
+
+def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...] = (1, 64), peak: dict[str, float] | None = None) -> dict[str, float]:
+    """Denoiser GFLOP/s (and fraction of the matmul peak of the precision it runs in) and imagined frames/s."""
+    config = config or WorldModelConfig(action_dim=2)
+    model = WorldModel(config).eval()
+    c = config
+    out: dict[str, float] = {"model_parameters": float(sum(p.numel() for p in model.parameters())), "sampler_steps": float(c.num_steps)}
+    for batch in batches:
+        context = np.random.randint(0, 256, (batch, c.context, c.frame_size, c.frame_size, 3), dtype=np.uint8)
+        actions = np.zeros((batch, c.context, c.action_dim), np.float32)
+        seconds = _best_seconds(lambda: model.predict_next(context, actions), repeats=3)
+        out[f"imagined_frames_per_s_b{batch}"] = batch / seconds
+    batch = max(batches)
+    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size)
+    ctx = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size)
+    act = torch.zeros(batch, c.context, c.action_dim)
+
+    def call() -> None:
+        with torch.inference_mode(), model.autocast_context():
+            model.denoiser(x, torch.ones(batch), ctx, act)
+
+    gflops = denoiser_flops(model, batch) / _best_seconds(call) / 1e9
+    out[f"denoiser_gflops_b{batch}"] = gflops
+    if peak:
+        precision = "bf16" if _autocast_enabled(model) else "fp32"
+        out["denoiser_precision_is_bf16"] = float(precision == "bf16")
+        out["denoiser_fraction_of_peak"] = gflops / peak[f"matmul_gflops_{precision}"]
+    return out
+
+
+def _autocast_enabled(model: WorldModel) -> bool:
+    return not isinstance(model.autocast_context(), nullcontext)
+
+
+def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int = 1000) -> dict[str, float]:
+    """True-simulator frames/s (step + render) with random actions."""
+    from worldvid.data.collect import make_pixel_env
+
+    env = make_pixel_env(env_id, size)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (steps, *env.action_space.shape)).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    seconds = time.perf_counter() - start
+    env.close()
+    return {"sim_frames_per_s": steps / seconds}
+
+
+def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: int = 10) -> dict[str, float]:
+    """Training samples/s (forward + backward + AdamW step, bf16 autocast) on random windows."""
+    config = config or WorldModelConfig(action_dim=2)
+    c = config
+    model = WorldModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    context = torch.randint(0, 256, (batch, c.context, c.frame_size, c.frame_size, 3), dtype=torch.uint8)
+    target = torch.randint(0, 256, (batch, c.frame_size, c.frame_size, 3), dtype=torch.uint8)
+    actions = torch.zeros(batch, c.context, c.action_dim)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(context, actions, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return {"train_samples_per_s": batch / _best_seconds(step, repeats=steps, warmup=2)}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_memory(episodes: tuple[int, ...] = (100, 1000), steps: int = 100, size: int = 32) -> dict[str, float]:
+    """Peak RSS of a training process on stores of 100 and 1,000 episodes (each run in its own process)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        from worldvid.data.collect import collect
+
+        collect("worldvid/PointReach-v0", max(episodes), data, workers=1, size=size, progress=False)
+        for n in episodes:
+            code = (
+                "import json, sys; from experiments.bench import train_peak_rss; "
+                f"print(json.dumps(train_peak_rss({str(data)!r}, {n}, {steps}, {str(Path(tmp) / f'run{n}')!r})))"
+            )
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+            out[f"train_peak_rss_mb_{n}_episodes"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
+    """Train ``steps`` steps on the first ``episodes`` episodes of a store; return peak RSS in MiB."""
+    from worldvid.data.dataset import FrameWindowDataset
+    from worldvid.data.store import EpisodeStore
+
+    store = EpisodeStore(data)
+    dataset = FrameWindowDataset(store, episodes=store.episode_ids[:episodes])
+    model = WorldModel(WorldModelConfig(action_dim=2, frame_size=store.spec.frame_shape[0]))
+    opt = torch.optim.AdamW(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(len(dataset), (32,), generator=g).tolist()
+        batch = torch.utils.data.default_collate([dataset[i] for i in idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(batch["context"], batch["context_actions"], batch["target"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return peak_rss_mb()
+
+
+SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
+    "peak": bench_peak, "model": bench_model, "sim": bench_sim, "train": bench_train, "memory": bench_memory,
+}
+
+
+def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None = None) -> dict[str, float]:
+    """Run the named sections (all by default) in this process; print a table; write JSON to ``out``."""
+    sections = sections or list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    results: dict[str, float] = {"torch_threads": float(torch.get_num_threads())}
+    for name in sections:
+        kwargs = {"peak": results} if name == "model" and "matmul_gflops_fp32" in results else {}
+        results.update(SECTIONS[name](**kwargs))
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:{width}s}  {value:12.4g}")
+    if out:
+        Path(out).write_text(json.dumps(results, indent=1))
+    return results
