@@ -21,3 +21,15 @@ TASKS: dict[str, dict] = {
 for _env_id, _kwargs in TASKS.items():
     if _env_id not in registry:
         register(id=_env_id, **_kwargs)
+
+DREAM_ID = "worldvid/Dream-v0"
+"""The learned simulator (``envs.dream``): ``gym.make(DREAM_ID, model=RUN)`` / ``gym.make_vec(DREAM_ID, num_envs=N,
+vectorization_mode="vector_entry_point", model=RUN)``. Not in ``TASKS``: it needs a trained model to exist."""
+
+if DREAM_ID not in registry:
+    register(
+        id=DREAM_ID,
+        entry_point="envs.dream:DreamEnv",
+        vector_entry_point="envs.dream:DreamVectorEnv",
+        max_episode_steps=50,  # envs.dream.DEFAULT_MAX_EPISODE_STEPS (not imported: it would load torch)
+    )

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_bench(sub)
+    from experiments.render import add_render_command
+
+    add_render_command(sub)
     return parser
 
 

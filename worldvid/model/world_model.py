@@ -130,20 +130,23 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ imagination
     @torch.inference_mode()
     def predict_next(self, context_frames: Tensor | np.ndarray, context_actions: Tensor | np.ndarray,
-                     generator: torch.Generator | None = None, num_steps: int | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, num_steps: int | None = None,
+                     noise: Tensor | None = None) -> Tensor:
         """Sample frame t+1 from frames t-K+1..t and the actions taken from them.
 
         context_frames: uint8 [B, K, H, W, C], oldest first; or float [B, K, C, H, W] in [-1, 1].
         context_actions: float [B, K, A]; context_actions[:, i] is the action taken from
             context_frames[:, i], so the last one is the action taken now (a[t]).
         generator: draws the initial noise (reproducible samples). num_steps: overrides config.num_steps.
+        noise: standard-normal float [B, C, H, W] to start from instead of drawing it (lets a caller give
+            every row its own generator, so a row's sample does not depend on the batch around it).
         Returns uint8 [B, H, W, C] for uint8 input, float32 [B, C, H, W] in [-1, 1] (on the uint8 grid)
         for float input. A batch of 1 in one argument is broadcast to the other's batch.
         """
         context, as_uint8 = self._frames(context_frames, "context_frames", window=True)
         actions = self._actions(context_actions, "context_actions", self.config.context)
         context, actions = _broadcast_batch(("context_frames", context), ("context_actions", actions))
-        x = self._sample(context, actions, generator, self.sigmas(num_steps))
+        x = self._sample(context, actions, generator, self.sigmas(num_steps), noise)
         return model_to_frames(x) if as_uint8 else x
 
     @torch.inference_mode()
@@ -186,10 +189,14 @@ class WorldModel(nn.Module):
         return model_to_frames(out) if as_uint8 else out
 
     def _sample(self, context: Tensor, actions: Tensor, generator: torch.Generator | None,
-                sigmas: Tensor) -> Tensor:
+                sigmas: Tensor, noise: Tensor | None = None) -> Tensor:
         c = self.config
         shape = (context.shape[0], c.channels, c.frame_size, c.frame_size)
-        x = randn(shape, generator, self.device) * sigmas[0]
+        if noise is None:
+            noise = randn(shape, generator, self.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be float [B, C, H, W] = {list(shape)}, got {list(noise.shape)}")
+        x = noise.to(self.device, torch.float32) * sigmas[0]
         sampler = SAMPLER_FUNCTIONS[c.sampler]
         with self.autocast_context():
             x = sampler(self.denoiser, x, sigmas, context=context, actions=actions)

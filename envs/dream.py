@@ -1,0 +1,469 @@
+"""Dream-v0: a saved ``WorldModel`` as a Gymnasium environment, so any agent can act inside imagination.
+
+``reset`` takes K context frames and the actions between them either from a trajectory store (a random
+episode and time; before an episode's start the first frame is repeated and the actions are zero, as in
+training) or, without a store, from a real reset of the model's own task followed by K steps of correlated
+random actions. ``step(action)`` imagines the next frame with one model call. The reward is
+``-cost(next frame, goal frame)`` for the goal-image cost named by ``cost`` (``agents.costs``), or 0 when
+there is no goal frame (or ``cost=None``). ``terminated`` is always False; the registered time limit truncates.
+
+Reproducibility: the env's ``np_random`` (seeded by ``reset(seed=...)``) picks the start and seeds a
+``torch.Generator`` that draws the sampler's initial noise, one draw per step from this env's own generator.
+``DreamVectorEnv`` keeps one generator per sub-env and draws each row's noise from it separately, so the noise
+a sub-env sees does not depend on the batch it is stepped in (see ``imagine_next``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import utils
+from gymnasium.spaces import Box
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from worldvid.model import WorldModel, randn
+
+DEFAULT_MAX_EPISODE_STEPS = 50
+"""Time limit ``envs/__init__.py`` registers Dream-v0 with (override with ``max_episode_steps=``)."""
+
+RENDER_FPS = 10
+
+
+# ---------------------------------------------------------------------------- model and sampling
+def load_world_model(model: WorldModel | str | os.PathLike, device: torch.device | str | None = None) -> WorldModel:
+    """A ``WorldModel`` from an instance (moved to ``device`` if given), a run folder RUN or its RUN/model folder."""
+    if isinstance(model, WorldModel):
+        return model.to(device).eval() if device is not None else model.eval()
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a WorldModel or a path to a run or model folder, got {type(model).__name__}")
+    from worldvid.train import MODEL_DIR
+
+    path = Path(model)
+    if (path / MODEL_DIR / "config.json").is_file():
+        path = path / MODEL_DIR
+    return WorldModel.from_pretrained(path, device=device)
+
+
+def imagine_next(
+    model: WorldModel,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    generators: Sequence[torch.Generator],
+    num_steps: int | None = None,
+) -> np.ndarray:
+    """Sample the next frame of B independent streams, row i's initial noise drawn from ``generators[i]`` alone.
+
+    frames: uint8 [B, K, H, W, 3] = f[t-K+1..t]; actions: float32 [B, K, A] = a[t-K+1..t] (the last is the
+    action taken now). Returns uint8 [B, H, W, 3]. Equal to ``model.predict_next(frames[i:i+1], actions[i:i+1],
+    generator=generators[i])`` row by row (same noise, same sampler), but one batched network call.
+
+    """
+    if len(generators) != frames.shape[0]:
+        raise ValueError(f"need one generator per row: {frames.shape[0]} rows, {len(generators)} generators")
+    c = model.config
+    shape = (1, c.channels, c.frame_size, c.frame_size)
+    noise = torch.cat([randn(shape, g, model.device) for g in generators])
+    return model.predict_next(frames, np.asarray(actions, dtype=np.float32), num_steps=num_steps, noise=noise).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------- where dreams start
+@dataclass
+class DreamStart:
+    """A dream's starting point: frames uint8 [K, H, W, 3] = f[t-K+1..t], past_actions float32 [K-1, A] =
+    a[t-K+1..t-1], goal uint8 [H, W, 3] or None, and where it came from (``origin``, JSON-able)."""
+
+    frames: np.ndarray
+    past_actions: np.ndarray
+    goal: np.ndarray | None
+    origin: dict[str, Any]
+
+
+class StartSampler:
+    """Draws dream starts from a trajectory store, or from real resets of the model's task when ``data`` is None.
+
+    Shared by ``DreamEnv`` and ``DreamVectorEnv``: a start is a function of the ``np_random`` passed in only.
+    """
+
+    def __init__(self, model: WorldModel, data: str | os.PathLike | None = None,
+                 episodes: Sequence[int] | None = None) -> None:
+        self.config = model.config
+        self.context = model.config.context
+        self.data = None if data is None else Path(data)
+        self._store = None
+        self._real_env: gym.Env | None = None
+        if self.data is not None:
+            from worldvid.data.store import EpisodeStore
+
+            self._store = EpisodeStore(self.data)
+            spec = self._store.spec
+            size = self.config.frame_size
+            if tuple(spec.frame_shape) != (size, size, self.config.channels):
+                raise ValueError(f"store {self.data} holds {spec.frame_shape} frames, the model makes "
+                                 f"{(size, size, self.config.channels)}")
+            model.check_compatible(action_dim=spec.action_dim, env_id=spec.env_id)
+            self.env_id = spec.env_id
+            available = self._store.episode_ids
+            self.episodes = list(available) if episodes is None else [int(e) for e in episodes]
+            missing = sorted(set(self.episodes) - set(available))
+            if missing or not self.episodes:
+                raise ValueError(f"store {self.data}: episodes {missing[:5] or '(none given)'} are not in it")
+        else:
+            if episodes is not None:
+                raise ValueError("episodes= selects episodes of a store; pass data= too")
+            if self.config.env_id is None:
+                raise ValueError("the model's config names no env_id, so Dream-v0 cannot reset from its task: pass data=STORE")
+            self.env_id = self.config.env_id
+            self.episodes = []
+
+    def draw(self, np_random: np.random.Generator) -> DreamStart:
+        """A start drawn with ``np_random`` (its only source of randomness)."""
+        return self._from_store(np_random) if self._store is not None else self._from_task(np_random)
+
+    def _from_store(self, np_random: np.random.Generator) -> DreamStart:
+        episode = self.episodes[int(np_random.integers(len(self.episodes)))]
+        ep = self._store.read_episode(episode)
+        t = int(np_random.integers(ep.num_steps + 1))  # any frame f[t], the last included
+        k = self.context
+        frames = np.concatenate([np.repeat(ep.frames[:1], k, 0), ep.frames])  # f[i] at index i + k
+        actions = np.concatenate([np.zeros((k, ep.action_dim), np.float32), ep.actions])
+        i = t + k
+        return DreamStart(frames[i - k + 1:i + 1].copy(), actions[i - k + 1:i].astype(np.float32),
+                          ep.goal_frame, {"source": "store", "episode": int(episode), "t": t})
+
+    def _from_task(self, np_random: np.random.Generator) -> DreamStart:
+        from worldvid.data.policies import CorrelatedNoisePolicy
+
+        if self._real_env is None:
+            from worldvid.data.collect import make_pixel_env
+
+            self._real_env = make_pixel_env(self.env_id, self.config.frame_size)
+            if self._real_env.action_space.shape != (self.config.action_dim,):
+                raise ValueError(f"{self.env_id} has actions {self._real_env.action_space.shape}, the model "
+                                 f"action_dim={self.config.action_dim}")
+        env, k = self._real_env, self.context
+        seed = int(np_random.integers(2**31 - 1))
+        observation, info = env.reset(seed=seed)
+        policy = CorrelatedNoisePolicy()
+        policy.reset(env, np.random.default_rng([seed, 0x5EED]))
+        frames, actions = [observation], []
+        for _ in range(k):
+            actions.append(np.asarray(policy(observation), np.float32))
+            observation, *_ = env.step(actions[-1])
+            frames.append(observation)
+        goal = info.get("goal_frame")
+        past = np.stack(actions)[len(actions) - (k - 1):]  # a[1..K-1], between the K context frames
+        return DreamStart(np.stack(frames[-k:]), past, None if goal is None else np.asarray(goal, np.uint8),
+                          {"source": "env", "seed": seed})
+
+    def close(self) -> None:
+        if self._real_env is not None:
+            self._real_env.close()
+            self._real_env = None
+        if self._store is not None:
+            self._store.close()
+
+
+def check_action(action: Any, space: Box) -> np.ndarray:
+    """A valid action as float32 of ``space.shape``, clipped to the bounds.
+
+    Raises TypeError for a non-numeric action, ValueError for a wrong shape or a NaN / infinite value.
+    Out-of-range values are clipped (as worldvid's real tasks do), not rejected.
+    """
+    try:
+        array = np.asarray(action)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"action must be a numeric array of shape {space.shape}, got {action!r}") from error
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"action must be a numeric (int or float) array of shape {space.shape}, got dtype {array.dtype}")
+    if array.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape}, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"action must be finite, got {array} (NaN or inf)")
+    return np.clip(array.astype(np.float32), space.low, space.high)
+
+
+# ---------------------------------------------------------------------------- one dream
+@dataclass
+class _Dream:
+    """The running state of one dream: the last K frames, the K-1 actions between them, goal, noise generator."""
+
+    frames: np.ndarray
+    past_actions: np.ndarray
+    goal: np.ndarray | None
+    generator: torch.Generator
+    origin: dict[str, Any]
+
+    @classmethod
+    def start(cls, sampler: StartSampler, np_random: np.random.Generator) -> "_Dream":
+        begin = sampler.draw(np_random)
+        generator = torch.Generator().manual_seed(int(np_random.integers(2**63 - 1)))
+        return cls(begin.frames, begin.past_actions, begin.goal, generator, begin.origin)
+
+    def window(self, action: np.ndarray) -> np.ndarray:
+        """The model's action window a[t-K+1..t] for taking ``action`` now: float32 [K, A]."""
+        return np.concatenate([self.past_actions, action[None]]).astype(np.float32)
+
+    def advance(self, frame: np.ndarray, action: np.ndarray) -> None:
+        self.frames = np.concatenate([self.frames[1:], frame[None]])
+        self.past_actions = self.window(action)[1:]
+
+    def info(self) -> dict[str, Any]:
+        return {"goal_frame": None if self.goal is None else self.goal.copy()}
+
+
+class _Reward:
+    """``-cost(frame, goal)`` per frame; 0 without goal or cost."""
+
+    def __init__(self, cost: str | None, env_id: str) -> None:
+        self.name = cost
+        if cost is None:
+            self._cost = None
+        else:
+            from agents.costs import make_cost
+
+            self._cost = make_cost(cost, env_id=env_id)
+
+    def __call__(self, frame: np.ndarray, goal: np.ndarray | None) -> float:
+        if self._cost is None or goal is None:
+            return 0.0
+        return -float(self._cost(frame, goal))
+
+
+class DreamEnv(gym.Env, utils.EzPickle):
+    """A Gymnasium env whose ``step`` imagines the next frame with a ``WorldModel``.
+
+    Args:
+        model: a ``WorldModel``, a training run folder RUN, or its RUN/model folder.
+        data: episode store folder to draw starts from; None resets the model's own task (``config.env_id``).
+        cost: goal-image cost of the reward (``agents.costs.COSTS``: "keypoint", "blur", "pixel"), or None.
+        device: where the model runs (None: CPU for a path, unchanged for an instance).
+        num_steps: sampler steps per frame (None: the model's ``config.num_steps``).
+        episodes: restrict store starts to these episode indices (e.g. a run's held-out episodes).
+        render_mode: None or "rgb_array".
+
+    Observation: uint8 [H, W, 3] (``Box(0, 255)``), the latest imagined (or, after reset, real) frame.
+    Action: float32 [A] in [-1, 1] (``A = config.action_dim``); non-numeric -> TypeError, wrong shape or
+    NaN / inf -> ValueError, out of range -> clipped. Reward: ``-cost(next frame, goal)`` or 0.
+    ``info``: ``goal_frame`` (uint8 [H, W, 3] or None); after reset also ``origin`` (where the start came from).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
+
+    def __init__(
+        self,
+        model: WorldModel | str | os.PathLike,
+        data: str | os.PathLike | None = None,
+        cost: str | None = "keypoint",
+        device: torch.device | str | None = None,
+        num_steps: int | None = None,
+        episodes: Sequence[int] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        utils.EzPickle.__init__(self, model=model, data=data, cost=cost, device=device, num_steps=num_steps,
+                                episodes=episodes, render_mode=render_mode)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.model = load_world_model(model, device)
+        self.num_steps = num_steps
+        self.model.sigmas(num_steps)  # validates num_steps now rather than at the first step
+        self.starts = StartSampler(self.model, data, episodes)
+        self.reward_fn = _Reward(cost, self.starts.env_id)
+        c = self.model.config
+        self.observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
+        self.action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)
+        self._dream: _Dream | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a start (store episode and time, or a real reset); returns its last frame and info."""
+        super().reset(seed=seed)
+        self._dream = _Dream.start(self.starts, self.np_random)
+        return self._dream.frames[-1].copy(), {**self._dream.info(), "origin": dict(self._dream.origin)}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Imagine the frame after ``action`` (float [A]); one model call."""
+        if self._dream is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        action = check_action(action, self.action_space)
+        dream = self._dream
+        frame = imagine_next(self.model, dream.frames[None], dream.window(action)[None], [dream.generator], self.num_steps)[0]
+        dream.advance(frame, action)
+        return frame.copy(), self.reward_fn(frame, dream.goal), False, False, dream.info()
+
+    def render(self) -> np.ndarray | None:
+        """The current frame uint8 [H, W, 3] when ``render_mode="rgb_array"`` (None before reset or otherwise)."""
+        if self.render_mode != "rgb_array" or self._dream is None:
+            return None
+        return self._dream.frames[-1].copy()
+
+    @property
+    def goal_frame(self) -> np.ndarray | None:
+        """The current dream's goal image, uint8 [H, W, 3], or None."""
+        return None if self._dream is None or self._dream.goal is None else self._dream.goal.copy()
+
+    def close(self) -> None:
+        self.starts.close()
+        super().close()
+
+
+# ---------------------------------------------------------------------------- N dreams, one model call
+class DreamVectorEnv(VectorEnv):
+    """``num_envs`` dreams stepped together with one batched model call per step.
+
+    Same arguments as ``DreamEnv`` plus ``num_envs``, ``max_episode_steps`` (the time limit each sub-env is
+    truncated at; ``gym.make_vec`` passes the registered one) and ``autoreset_mode`` (default NEXT_STEP, as
+    gymnasium's ``SyncVectorEnv``; SAME_STEP and DISABLED behave as there too). Sub-env i behaves exactly as a
+    ``DreamEnv`` made with the same arguments and reset with the same seed: ``reset(seed=s)`` seeds sub-env i
+    with ``s + i`` (a list gives one seed each), as ``SyncVectorEnv`` does, and each sub-env keeps its own
+    ``np_random`` and noise generator. Observations uint8 [N, H, W, 3], rewards float64 [N], infos batched
+    as ``SyncVectorEnv`` batches them.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
+                                          "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        model: WorldModel | str | os.PathLike | None = None,
+        data: str | os.PathLike | None = None,
+        cost: str | None = "keypoint",
+        device: torch.device | str | None = None,
+        num_steps: int | None = None,
+        episodes: Sequence[int] | None = None,
+        max_episode_steps: int | None = DEFAULT_MAX_EPISODE_STEPS,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+    ) -> None:
+        if model is None:
+            raise ValueError("DreamVectorEnv needs model= (a WorldModel, a run folder or a model folder)")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = render_mode
+        self.model = load_world_model(model, device)
+        self.num_steps = num_steps
+        self.model.sigmas(num_steps)
+        self.starts = StartSampler(self.model, data, episodes)
+        self.reward_fn = _Reward(cost, self.starts.env_id)
+        c = self.model.config
+        self.single_observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
+        self.single_action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._dreams: list[_Dream | None] = [None] * self.num_envs
+        self._elapsed = np.zeros(self.num_envs, np.int64)
+        self._autoreset = np.zeros(self.num_envs, np.bool_)
+
+    # ------------------------------------------------------------------ per sub-env, as DreamEnv does it
+    def _reset_one(self, i: int, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is not None or self._rngs[i] is None:
+            self._rngs[i], _ = seeding.np_random(seed)
+        dream = self._dreams[i] = _Dream.start(self.starts, self._rngs[i])
+        self._elapsed[i] = 0
+        self._autoreset[i] = False
+        return dream.frames[-1].copy(), {**dream.info(), "origin": dict(dream.origin)}
+
+    def _step_many(self, rows: list[int], actions: np.ndarray) -> dict[int, tuple[np.ndarray, float, bool, bool, dict[str, Any]]]:
+        """Step sub-envs ``rows`` with ``actions[row]`` in one model call; returns row -> 5-tuple."""
+        if not rows:
+            return {}
+        dreams = [self._dreams[i] for i in rows]
+        frames = np.stack([d.frames for d in dreams])
+        windows = np.stack([d.window(actions[i]) for d, i in zip(dreams, rows)])
+        nexts = imagine_next(self.model, frames, windows, [d.generator for d in dreams], self.num_steps)
+        out = {}
+        for frame, dream, i in zip(nexts, dreams, rows):
+            dream.advance(frame, actions[i])
+            self._elapsed[i] += 1
+            truncated = self.max_episode_steps is not None and self._elapsed[i] >= self.max_episode_steps
+            out[i] = (frame.copy(), self.reward_fn(frame, dream.goal), False, bool(truncated), dream.info())
+        return out
+
+    # ------------------------------------------------------------------ VectorEnv API
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env (or those in ``options["reset_mask"]``); seed int s -> sub-env i gets s + i."""
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for num_envs={self.num_envs}")
+        mask = np.ones(self.num_envs, np.bool_)
+        if options is not None and "reset_mask" in options:
+            mask = options["reset_mask"]
+            if not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True, got {mask!r}")
+        infos: dict[str, Any] = {}
+        for i in np.flatnonzero(mask):
+            _, info = self._reset_one(int(i), seeds[i])
+            infos = self._add_info(infos, info, int(i))
+        return self._observations(), infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every sub-env with ``actions`` float [N, A] (validated as ``DreamEnv`` validates one action)."""
+        if any(d is None for d in self._dreams):
+            raise gym.error.ResetNeeded("call reset() before step()")
+        actions = check_action(actions, self.action_space)
+        n = self.num_envs
+        rewards = np.zeros(n, np.float64)
+        terminated = np.zeros(n, np.bool_)
+        truncated = np.zeros(n, np.bool_)
+        results: dict[int, tuple] = {}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            stepping = [i for i in range(n) if not self._autoreset[i]]
+            results = self._step_many(stepping, actions)
+            for i in range(n):
+                if self._autoreset[i]:
+                    obs, info = self._reset_one(i, None)
+                    results[i] = (obs, 0.0, False, False, info)
+        elif self.autoreset_mode == AutoresetMode.DISABLED:
+            if self._autoreset.any():
+                raise RuntimeError(f"sub-envs {np.flatnonzero(self._autoreset).tolist()} ended; reset them with "
+                                   "options={'reset_mask': ...} before stepping (autoreset_mode=DISABLED)")
+            results = self._step_many(list(range(n)), actions)
+        else:  # SAME_STEP
+            results = self._step_many(list(range(n)), actions)
+        infos: dict[str, Any] = {}
+        for i in range(n):
+            obs, rewards[i], terminated[i], truncated[i], info = results[i]
+            if self.autoreset_mode == AutoresetMode.SAME_STEP and (terminated[i] or truncated[i]):
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
+                _, info = self._reset_one(i, None)
+            infos = self._add_info(infos, info, i)
+        self._autoreset = terminated | truncated
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            self._autoreset[:] = False
+        return self._observations(), rewards, terminated, truncated, infos
+
+    def _observations(self) -> np.ndarray:
+        return np.stack([d.frames[-1] if d is not None else np.zeros(self.single_observation_space.shape, np.uint8)
+                         for d in self._dreams])
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each sub-env's current frame, uint8 [H, W, 3], when ``render_mode="rgb_array"``."""
+        if self.render_mode != "rgb_array" or any(d is None for d in self._dreams):
+            return None
+        return tuple(d.frames[-1].copy() for d in self._dreams)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.starts.close()

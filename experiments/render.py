@@ -1,0 +1,273 @@
+"""``worldvid render``: real-vs-imagined videos, and the planning-episode video ``worldvid plan --video`` writes.
+
+Open loop: from a start frame of an episode (held-out episodes of the run's data, episodes of another store,
+or fresh real episodes of the model's task), the model imagines the episode's frames under its recorded
+actions. Each video shows real | imagined | |error| side by side, upscaled (nearest), with the step number;
+a JSON sidecar beside it holds the per-step PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from worldvid.video import error_panel, side_by_side, upscale, write_video
+
+FRESH_SEED = 1_000_000
+"""Fresh real episodes use env seeds FRESH_SEED + i: far from the small seeds collection uses."""
+
+MIN_PANEL_PIXELS = 128
+"""The default upscale factor makes each panel at least this tall."""
+
+
+def default_scale(frame_size: int) -> int:
+    """The smallest integer factor that makes a frame_size panel at least ``MIN_PANEL_PIXELS`` tall (>= 1)."""
+    return max(1, math.ceil(MIN_PANEL_PIXELS / frame_size))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- one comparison video
+def comparison_video(
+    start: np.ndarray,
+    real: np.ndarray,
+    imagined: np.ndarray,
+    path: str | os.PathLike,
+    scale: int | None = None,
+    fps: float = 10,
+    meta: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write real | imagined | |error| for one open-loop rollout, and its JSON sidecar (same name, .json).
+
+    start: uint8 [H, W, 3], the last real context frame f[t] (shown as step 0 in both panels);
+    real, imagined: uint8 [T, H, W, 3] = f[t+1..t+T] and the model's frames for them. ``meta`` is merged into
+    the sidecar, which holds ``psnr`` (float [T], step j+1 at index j) and ``mean_psnr``. Returns (video, sidecar).
+    """
+    from worldvid.metrics import psnr
+
+    real, imagined = np.asarray(real), np.asarray(imagined)
+    if real.shape != imagined.shape or real.ndim != 4 or np.asarray(start).shape != real.shape[1:]:
+        raise ValueError(f"need start [H, W, 3] and real, imagined [T, H, W, 3] of one shape, got "
+                         f"{np.asarray(start).shape}, {real.shape}, {imagined.shape}")
+    scale = default_scale(real.shape[1]) if scale is None else scale
+    real_all = np.concatenate([np.asarray(start)[None], real])
+    imag_all = np.concatenate([np.asarray(start)[None], imagined])
+    frames = side_by_side(
+        [upscale(real_all, scale), upscale(imag_all, scale), upscale(error_panel(real_all, imag_all), scale)],
+        ["real", "imagined", "|error|"],
+        steps=range(len(real_all)),
+    )
+    video = write_video(path, frames, fps=fps)
+    scores = psnr(imagined, real)
+    sidecar = video.with_suffix(".json")
+    _write_json(sidecar, {**(meta or {}), "video": video.name, "horizon": int(len(real)),
+                          "psnr": [round(float(s), 4) for s in scores], "mean_psnr": round(float(scores.mean()), 4)})
+    return video, sidecar
+
+
+# ---------------------------------------------------------------------------- which episodes
+class _Episodes:
+    """Fresh episodes behind the one method ``worldvid.evaluate.cut_windows`` reads (``read_episode``)."""
+
+    def __init__(self, episodes: list) -> None:
+        self.episodes = episodes
+
+    def read_episode(self, index: int):
+        return self.episodes[index]
+
+
+def _episode_source(model_path: Path, run: Path | None, data: str | os.PathLike | None, count: int,
+                    model) -> tuple[Any, list[int], str]:
+    """(store-like, episode indices, description) of the episodes to render."""
+    from experiments.open_loop import held_out_episodes
+    from worldvid.data.store import EpisodeStore
+
+    if data is None and run is not None and (run / "train_config.json").is_file():
+        saved = json.loads((run / "train_config.json").read_text())
+        if Path(saved.get("data", "")).is_dir():
+            data = saved["data"]
+    if data is not None:
+        store = EpisodeStore(data)
+        spec = store.spec
+        model.check_compatible(frame_size=spec.frame_shape[0], action_dim=spec.action_dim, env_id=spec.env_id)
+        held_out = held_out_episodes(run, store)
+        kind = "held-out episodes of the run's data" if held_out != store.episode_ids else f"episodes of {store.root}"
+        return store, held_out[:count], kind
+
+    from worldvid.data.collect import collect_episode, make_pixel_env
+    from worldvid.data.policies import make_policy
+
+    env_id = model.config.env_id
+    if env_id is None:
+        raise ValueError(f"{model_path}: the model names no env_id and no --data was given, so there are no episodes to render")
+    env = make_pixel_env(env_id, model.config.frame_size)
+    try:
+        episodes = [collect_episode(env, make_policy("mixed"), FRESH_SEED + i) for i in range(count)]
+    finally:
+        env.close()
+    return _Episodes(episodes), list(range(count)), f"fresh real episodes of {env_id}"
+
+
+def render_open_loop(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    episodes: int = 4,
+    horizon: int = 32,
+    gif: bool = False,
+    scale: int | None = None,
+    fps: float = 10,
+    seed: int = 0,
+    num_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Open-loop comparison videos for ``episodes`` episodes; returns one summary dict per video.
+
+    model: a run folder or a model folder. data: an episode store; None uses the run's own data (its held-out
+    episodes) when the run records it, else fresh real episodes of the model's task. Each rollout starts at the
+    episode's first frame (context = that frame repeated, as in training) and imagines min(horizon, episode
+    length) steps under the recorded actions; sampler noise is seeded with ``seed``.
+    """
+    import torch
+
+    from experiments.open_loop import resolve_run
+    from worldvid.evaluate import cut_windows
+    from worldvid.model import WorldModel
+
+    if episodes < 1 or horizon < 1:
+        raise ValueError(f"episodes and horizon must be >= 1, got {episodes} and {horizon}")
+    model_path, run = resolve_run(model)
+    world_model = WorldModel.from_pretrained(model_path)
+    source, chosen, kind = _episode_source(model_path, run, data, episodes, world_model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = ".gif" if gif else ".mp4"
+    k = world_model.config.context
+    rows = []
+    for index in chosen:
+        ep = source.read_episode(index)
+        steps = min(horizon, ep.num_steps)
+        windows = cut_windows(source, [index], k, steps, starts_per_episode=1)
+        generator = torch.Generator().manual_seed(seed)
+        imagined = world_model.rollout(windows.context, windows.past_actions, windows.actions, generator=generator,
+                                       num_steps=num_steps).cpu().numpy()
+        meta = {"env_id": ep.env_id, "model": str(model_path), "source": kind, "episode": int(index),
+                "env_seed": int(ep.seed), "start_t": 0, "noise_seed": seed,
+                "num_steps": num_steps or world_model.config.num_steps}
+        video, sidecar = comparison_video(windows.context[0, -1], windows.real[0], imagined[0],
+                                          out / f"open_loop_ep{index:05d}{suffix}", scale=scale, fps=fps, meta=meta)
+        summary = json.loads(sidecar.read_text())
+        rows.append({"video": str(video), "sidecar": str(sidecar), "episode": int(index), "horizon": steps,
+                     "mean_psnr": summary["mean_psnr"], "final_psnr": summary["psnr"][-1]})
+    return rows
+
+
+# ---------------------------------------------------------------------------- planning episodes
+def planning_video(
+    real_frames: np.ndarray,
+    goal_frame: np.ndarray,
+    imagined_futures: Sequence[np.ndarray | None] | np.ndarray,
+    path: str | os.PathLike,
+    scale: int | None = None,
+    fps: float = 4,
+    max_future_frames: int = 8,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """A planning episode: real frame | goal | the planner's best imagined future, one video frame per decision.
+
+    real_frames: uint8 [T, H, W, 3], the observation at each decision (a final observation after the last
+    decision may be included: its future panel stays empty). goal_frame: uint8 [H, W, 3].
+    imagined_futures: one entry per decision d (at most T), uint8 [h_d, H, W, 3] = the best plan's imagined
+    frames after decision d (or None); shown as a strip of at most ``max_future_frames`` frames evenly picked
+    from the h_d (the last always included). ``meta`` (JSON-able), if given, is written beside the video as a
+    .json sidecar. Returns the video's path (.mp4 or .gif by suffix).
+    """
+    real_frames = np.asarray(real_frames)
+    goal = np.asarray(goal_frame)
+    if real_frames.dtype != np.uint8 or real_frames.ndim != 4 or goal.shape != real_frames.shape[1:]:
+        raise ValueError(f"need real_frames uint8 [T, H, W, 3] and goal_frame [H, W, 3], got {real_frames.shape}, {goal.shape}")
+    futures = list(imagined_futures)
+    if len(futures) > len(real_frames):
+        raise ValueError(f"{len(futures)} imagined futures for {len(real_frames)} real frames: at most one per decision")
+    if max_future_frames < 1:
+        raise ValueError(f"max_future_frames must be >= 1, got {max_future_frames}")
+    h, w = real_frames.shape[1:3]
+    scale = default_scale(h) if scale is None else scale
+    shown = 1
+    for f in futures:
+        if f is not None:
+            f = np.asarray(f)
+            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[1:] != real_frames.shape[1:]:
+                raise ValueError(f"each imagined future must be uint8 [h, {h}, {w}, 3], got {f.dtype} {f.shape}")
+            shown = max(shown, min(len(f), max_future_frames))
+    gap = 2
+    strip = np.zeros((len(real_frames), h * scale, shown * (w * scale + gap) - gap, 3), np.uint8)
+    longest = 0
+    for d, f in enumerate(futures):
+        if f is None or len(f) == 0:
+            continue
+        f = np.asarray(f)
+        longest = max(longest, len(f))
+        picks = np.unique(np.linspace(0, len(f) - 1, min(len(f), shown)).round().astype(int))
+        for j, p in enumerate(picks):
+            x = j * (w * scale + gap)
+            strip[d, :, x:x + w * scale] = upscale(f[p], scale)
+    frames = side_by_side(
+        [upscale(real_frames, scale), upscale(goal[None], scale), strip],
+        ["real", "goal", f"imagined: best plan ({longest} steps)" if longest else "imagined: best plan"],
+        steps=range(len(real_frames)),
+    )
+    video = write_video(path, frames, fps=fps)
+    if meta is not None:
+        _write_json(video.with_suffix(".json"), {**meta, "video": video.name, "decisions": len(futures)})
+    return video
+
+
+# ---------------------------------------------------------------------------- command line
+def add_render_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``render`` to the ``worldvid`` subcommands (``worldvid render --model RUN --out DIR ...``)."""
+    p = subparsers.add_parser("render", help="real | imagined | error videos of open-loop rollouts, with per-step PSNR")
+    p.add_argument("--model", required=True, help="training run folder (or its model/ folder)")
+    p.add_argument("--data", help="episode store; default: the run's own data (held-out episodes), else fresh real episodes")
+    p.add_argument("--episodes", type=int, default=4, help="number of episodes to render (default 4)")
+    p.add_argument("--horizon", type=int, default=32, help="imagined steps per video, at most the episode length (default 32)")
+    p.add_argument("--gif", action="store_true", help="write GIFs instead of MP4s")
+    p.add_argument("--scale", type=int, help="nearest upscale factor (default: panels at least 128 pixels tall)")
+    p.add_argument("--fps", type=float, default=10, help="frames per second (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="sampler noise seed (default 0)")
+    p.add_argument("--num-steps", type=int, help="sampler steps per frame (default: the model's)")
+    p.add_argument("--out", required=True, help="folder for the videos and their .json sidecars")
+    p.set_defaults(func=_cmd_render)
+    return p
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    rows = render_open_loop(args.model, args.out, data=args.data, episodes=args.episodes, horizon=args.horizon,
+                            gif=args.gif, scale=args.scale, fps=args.fps, seed=args.seed, num_steps=args.num_steps)
+    print(f"{'episode':>7} {'steps':>5} {'mean PSNR':>9} {'final':>6}  video")
+    for row in rows:
+        print(f"{row['episode']:7d} {row['horizon']:5d} {row['mean_psnr']:9.2f} {row['final_psnr']:6.2f}  {row['video']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m experiments.render ...``: the same command without the ``worldvid`` entry point."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.render")
+    sub = parser.add_subparsers(dest="command")
+    add_render_command(sub)
+    args = parser.parse_args(["render", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
