@@ -71,6 +71,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from experiments.pipeline import DemoConfig, run_demo
+
+    fields = ("env", "out", "size", "episodes", "workers", "steps", "plan_episodes", "plan_max_steps", "channels", "seed")
+    given = {("env_id" if k == "env" else k): getattr(args, k) for k in fields if getattr(args, k) is not None}
+    if "channels" in given:
+        given["channels"] = tuple(given["channels"])
+    run_demo(DemoConfig(**given))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import run_bench
 
@@ -125,6 +136,21 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on an embedded default: collect, train, evaluate, plan, render")
+    p.add_argument("--env", help="task (default worldvid/PointReach-v0)")
+    p.add_argument("--out", help="folder for every artefact (default runs/demo); a rerun reuses what is finished")
+    p.add_argument("--size", type=int, help="frame size (default 32)")
+    p.add_argument("--episodes", type=int, help="trajectories to collect (default 200)")
+    p.add_argument("--workers", type=int, help="Ray workers (default 2)")
+    p.add_argument("--steps", type=int, help="training steps (default 3000)")
+    p.add_argument("--plan-episodes", type=int, help="planning episodes per row (default 10)")
+    p.add_argument("--plan-max-steps", type=int, help="cap on steps per planning episode")
+    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level (default 16 32 64)")
+    p.add_argument("--seed", type=int, help="base seed (default 0)")
+    p.set_defaults(func=_cmd_demo)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput figures on this machine, as a table and JSON")
     p.add_argument("--sections", nargs="+", help="subset of: peak model sim train memory (default: all)")
@@ -141,9 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_bench(sub)
+    _add_demo(sub)
+    from experiments.evaluate import add_plan_command
     from experiments.render import add_render_command
 
     add_render_command(sub)
+    add_plan_command(sub)
     return parser
 
 
