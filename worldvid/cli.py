@@ -82,6 +82,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep import run_sweep
+
+    if args.family == "planner":
+        if not (args.model and args.env):
+            raise ValueError("the planner sweep needs --model and --env")
+        fixed = {"env_id": args.env, "model": args.model, "cost": args.cost, "episodes": args.episodes, "seed": args.seed,
+                 "max_steps": args.max_steps}
+        grid = {"planner": args.planners, "num_steps": args.num_steps, "candidates": args.candidates, "horizon": args.horizons}
+    else:
+        if not args.data:
+            raise ValueError("the model sweep needs --data")
+        fixed = {"data": args.data, "steps": args.steps, "seed": args.seed}
+        grid = {"channels": [[int(c) for c in spec.split(",")] for spec in args.channels]}
+    run_sweep(args.family, args.out, fixed, grid, address=args.address, max_concurrent=args.concurrent)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import run_bench
 
@@ -151,6 +169,28 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="Ray Tune sweep over planner settings or model sizes (resumable)")
+    p.add_argument("--family", choices=["planner", "model"], default="planner", help="what to sweep")
+    p.add_argument("--out", required=True, help="sweep folder; rerunning the command resumes the sweep in it")
+    p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--concurrent", type=int, default=2, help="trials at once")
+    p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--model", help="planner family: training run folder")
+    p.add_argument("--env", help="planner family: task id")
+    p.add_argument("--cost", default="keypoint", help="planner family: goal-image cost")
+    p.add_argument("--episodes", type=int, default=10, help="planner family: episodes per trial")
+    p.add_argument("--max-steps", type=int, help="planner family: cap on steps per episode")
+    p.add_argument("--planners", nargs="+", default=["cem", "mppi"], help="planner family: planners")
+    p.add_argument("--num-steps", type=int, nargs="+", default=[1, 3], help="planner family: denoising steps")
+    p.add_argument("--candidates", type=int, nargs="+", default=[16, 32], help="planner family: candidates")
+    p.add_argument("--horizons", type=int, nargs="+", default=[6], help="planner family: horizons")
+    p.add_argument("--data", help="model family: episode store")
+    p.add_argument("--steps", type=int, default=1000, help="model family: training steps per trial")
+    p.add_argument("--channels", nargs="+", default=["8,16,32", "16,32,64", "32,64,64"], help="model family: UNet widths, e.g. 16,32,64")
+    p.set_defaults(func=_cmd_sweep)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput figures on this machine, as a table and JSON")
     p.add_argument("--sections", nargs="+", help="subset of: peak model sim train memory (default: all)")
@@ -168,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_bench(sub)
     _add_demo(sub)
+    _add_sweep(sub)
     from experiments.evaluate import add_plan_command
     from experiments.render import add_render_command
 

@@ -1,0 +1,61 @@
+"""Ray Tune sweeps on tiny trials (both families), and bench's JSON fields."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from worldvid.data.collect import collect
+from worldvid.model import WorldModel, WorldModelConfig
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    collect("worldvid/PointReach-v0", 4, root / "data", size=16, progress=False)
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0", num_steps=1)
+    WorldModel(config).save_pretrained(root / "model")
+    return root
+
+
+def run(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "worldvid.cli", *args], capture_output=True, text=True, timeout=600, env=env, **kw)
+
+
+def test_planner_sweep_with_two_trials_writes_csv_and_plot_and_resumes(tiny):
+    out = tiny / "planner_sweep"
+    args = ["sweep", "--family", "planner", "--model", str(tiny / "model"), "--env", "worldvid/PointReach-v0",
+            "--episodes", "1", "--max-steps", "2", "--planners", "cem", "mppi", "--num-steps", "1", "--candidates", "4",
+            "--horizons", "2", "--out", str(out)]
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["planner", "num_steps"] and len(lines) == 3
+    assert {"success_rate", "seconds_per_decision"} <= set(lines[0].split(","))
+    assert (out / "frontier.png").stat().st_size > 1000
+    again = run(args)  # restores the finished experiment instead of running it anew
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "results.csv").read_text().splitlines()[1:] == lines[1:]
+
+
+def test_model_family_trial_trains_and_reports(tiny):
+    # The Tune plumbing is the planner test's; this checks what one model-size trial measures, in-process.
+    from experiments.sweep import model_trial
+
+    figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16]})
+    assert figures["parameters"] > 0 and figures["train_seconds"] > 0
+    assert figures["error_px_step8"] >= 0 and figures["copy_error_px_step8"] >= 0 and figures["ratio_vs_copy"] > 0
+
+
+def test_bench_json_fields_present_and_positive(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run(["bench", "--sections", "peak", "sim", "--out", str(out)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "sim_frames_per_s"):
+        assert figures[key] > 0, key
