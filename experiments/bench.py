@@ -3,7 +3,8 @@
 Each section returns a flat dict of figures; ``run_bench`` prints them as a table and writes JSON.
 Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16), ``model`` (denoiser GFLOP/s and its fraction
 of the peak, imagined frames/s at batch 1 and 64), ``sim`` (true-simulator frames/s), ``train``
-(training samples/s), ``memory`` (peak RSS of training on 100 vs 1,000 episodes).
+(training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector of 16), ``memory`` (peak RSS of
+training on 100 vs 1,000 episodes).
 """
 
 from __future__ import annotations
@@ -133,6 +134,30 @@ def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: 
     return {"train_samples_per_s": batch / _best_seconds(step, repeats=steps, warmup=2)}
 
 
+def bench_dream(model: str | os.PathLike | None = None, num_envs: tuple[int, ...] = (1, 16), steps: int = 20) -> dict[str, float]:
+    """Dream-v0 env-steps/s: one env, and a vector env stepping N dreams in one batched model call.
+
+    Uses a trained run when given, else the default 32x32 config with fresh weights (same cost per step).
+    """
+    from envs.dream import DreamEnv, DreamVectorEnv
+
+    if model is None:
+        model = WorldModel(WorldModelConfig(action_dim=2, env_id="worldvid/PointReach-v0"))
+    out = {}
+    for n in num_envs:
+        env = DreamEnv(model=model) if n == 1 else DreamVectorEnv(n, model=model)
+        env.reset(seed=0)
+        actions = np.zeros((n, 2) if n > 1 else (2,), np.float32)
+        for _ in range(3):  # warm-up
+            env.step(actions)
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.step(actions)
+        out[f"dream_env_steps_per_s_{n}_envs"] = n * steps / (time.perf_counter() - start)
+        env.close()
+    return out
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -178,7 +203,8 @@ def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
 
 
 SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
-    "peak": bench_peak, "model": bench_model, "sim": bench_sim, "train": bench_train, "memory": bench_memory,
+    "peak": bench_peak, "model": bench_model, "sim": bench_sim, "train": bench_train, "dream": bench_dream,
+    "memory": bench_memory,
 }
 
 

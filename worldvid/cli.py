@@ -193,7 +193,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput figures on this machine, as a table and JSON")
-    p.add_argument("--sections", nargs="+", help="subset of: peak model sim train memory (default: all)")
+    p.add_argument("--sections", nargs="+", help="subset of: peak model sim train dream memory (default: all)")
     p.add_argument("--out", help="JSON file for the figures")
     p.set_defaults(func=_cmd_bench)
 
