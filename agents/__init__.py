@@ -1,0 +1,42 @@
+"""Planners that decide by imagining video: random shooting, CEM, MPPI, the simulator oracle, the MPC loop.
+
+Library code only (no Ray, no command line); ``experiments/evaluate.py`` runs them over many episodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner, WorldModelDynamics
+from agents.cem import CEMPlanner
+from agents.costs import COSTS, BlurCost, Cost, KeypointCost, make_cost, pixel_cost, video_cost
+from agents.mpc import EpisodeResult, run_episode, summarize_episodes, wilson_interval
+from agents.mppi import MPPIPlanner
+from agents.oracle import SimulatorDynamics
+from agents.random_shooting import RandomPlanner, RandomShootingPlanner
+
+PLANNERS: dict[str, type[SamplingPlanner]] = {"cem": CEMPlanner, "mppi": MPPIPlanner, "shooting": RandomShootingPlanner}
+"""Sampling planners by the names ``worldvid plan --planner`` uses (plus ``random``, which needs no dynamics)."""
+
+PLANNER_NAMES = (*PLANNERS, "random")
+
+
+def make_planner(name: str, dynamics: Dynamics | None, cost: Cost | None, action_low: np.ndarray,
+                 action_high: np.ndarray, config: PlannerConfig = PlannerConfig(),
+                 seed: int = 0) -> SamplingPlanner | RandomPlanner:
+    """A planner by name (one of ``PLANNER_NAMES``); ``random`` ignores dynamics and cost."""
+    if name == "random":
+        return RandomPlanner(action_low, action_high, horizon=config.horizon, seed=seed)
+    if name not in PLANNERS:
+        raise ValueError(f"unknown planner {name!r}; choose one of {list(PLANNER_NAMES)}")
+    if dynamics is None or cost is None:
+        raise ValueError(f"planner {name!r} needs dynamics (a world model or the oracle) and a cost")
+    return PLANNERS[name](dynamics, cost, action_low, action_high, config, seed)
+
+
+__all__ = [
+    "COSTS", "PLANNERS", "PLANNER_NAMES", "BlurCost", "CEMPlanner", "Cost", "Dynamics", "EpisodeResult",
+    "History", "KeypointCost", "MPPIPlanner", "Plan", "Planner", "PlannerConfig", "RandomPlanner",
+    "RandomShootingPlanner", "SamplingPlanner", "SimulatorDynamics", "WorldModelDynamics", "make_cost",
+    "make_planner", "pixel_cost", "run_episode", "summarize_episodes", "video_cost", "wilson_interval",
+]

@@ -1,0 +1,317 @@
+"""Planner protocol, the imagination (``Dynamics``) interface, and the sampling loop every planner shares.
+
+Time convention (the world model's): a[t] is the action taken from frame f[t]. At decision time t a planner
+sees a ``History``: frames f[t-K+1..t] and the actions a[t-K..t-1] executed before them, exactly the context
+``WorldModel.rollout`` needs. A ``Dynamics`` imagines, for N candidate action sequences a[t..t+H-1], the H
+frames f[t+1..t+H] each would produce, all candidates of one planner iteration in one batched call.
+
+``SamplingPlanner`` holds the loop shared by random shooting, CEM and MPPI: sample N candidates around a
+Gaussian (mean, std) over [H, A] (warm-started from the previous plan shifted by the executed steps),
+imagine them, score the videos against the goal frame, update (mean, std), repeat ``iterations`` times.
+The subclasses only differ in how they sample and update.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.costs import REDUCTIONS, Cost, video_cost
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class History:
+    """What a planner sees at decision time t.
+
+    frames: uint8 [K, H, W, 3] = f[t-K+1..t], oldest first; ``frames[-1]`` is the current observation.
+    actions: float32 [K, A] = a[t-K..t-1], the action that led into each frame (zeros before the start).
+    Before an episode's start the first frame is repeated (``History.start``), as in the training data.
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames)
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise ValueError(f"history frames must be uint8 [K, H, W, 3], got {self.frames.dtype} {self.frames.shape}")
+        if self.actions.ndim != 2 or self.actions.shape[0] != self.frames.shape[0]:
+            raise ValueError(f"history actions must be [K, A] with K = {self.frames.shape[0]}, "
+                             f"got {self.actions.shape}")
+
+    @classmethod
+    def start(cls, frame: np.ndarray, context: int, action_dim: int) -> "History":
+        """The history at t = 0: ``frame`` (uint8 [H, W, 3]) repeated ``context`` times, zero actions."""
+        frame = np.asarray(frame, dtype=np.uint8)
+        return cls(np.repeat(frame[None], context, 0), np.zeros((context, action_dim), np.float32))
+
+    def push(self, action: np.ndarray, frame: np.ndarray) -> "History":
+        """The history after executing ``action`` (float [A]) from the current frame and observing ``frame``."""
+        frames = np.concatenate([self.frames[1:], np.asarray(frame, dtype=np.uint8)[None]])
+        actions = np.concatenate([self.actions[1:], np.asarray(action, dtype=np.float32)[None]])
+        return History(frames, actions)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the frames."""
+        return tuple(self.frames.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class Plan:
+    """One decision's result.
+
+    actions: float32 [H, A], the plan from now on (an MPC loop executes the first k).
+    imagined: uint8 [H, h, w, 3], the imagined video of the best-scoring candidate (None without a model).
+    cost: that candidate's video cost. model_calls: batched imagination calls made. seconds: wall time.
+    """
+
+    actions: np.ndarray
+    imagined: np.ndarray | None
+    cost: float
+    model_calls: int
+    seconds: float
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """Imagines the videos of candidate action sequences from a history.
+
+    ``calls`` counts batched ``imagine`` calls (one per planner iteration); ``reset(seed)`` makes the
+    imagination of one episode reproducible.
+    """
+
+    calls: int
+
+    def reset(self, seed: int) -> None: ...
+
+    def imagine(self, history: History, actions: Tensor) -> Tensor:
+        """actions float32 [N, H, A] (a[t..t+H-1] per candidate) -> uint8 [N, H, h, w, 3] = f[t+1..t+H]."""
+        ...
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Chooses actions from a history and a goal image."""
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the previous episode (warm start) and reseed."""
+        ...
+
+    def act(self, history: History, goal_frame: np.ndarray) -> np.ndarray:
+        """The next action, float32 [A], for ``history`` and goal uint8 [H, W, 3]."""
+        ...
+
+
+# ---------------------------------------------------------------------------- world model dynamics
+class WorldModelDynamics:
+    """Imagination by ``WorldModel.rollout``: every candidate of a call in one batch, one generator.
+
+    ``num_steps`` overrides the model's denoising steps. The frames stay on the model's device.
+    """
+
+    def __init__(self, model, num_steps: int | None = None, seed: int = 0) -> None:
+        self.model = model
+        self.num_steps = num_steps
+        self.calls = 0
+        self.generator = torch.Generator(device=model.device)
+        self.reset(seed)
+
+    @property
+    def context(self) -> int:
+        """K, the context frames the model needs."""
+        return int(self.model.config.context)
+
+    def reset(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+        self.calls = 0
+
+    def imagine(self, history: History, actions: Tensor) -> Tensor:
+        """actions float32 [N, H, A] -> uint8 [N, H, h, w, 3] on the model's device (one rollout call)."""
+        device = self.model.device
+        frames = torch.from_numpy(history.frames)[None].to(device)
+        past = torch.from_numpy(history.actions)[None].to(device)
+        self.calls += 1
+        return self.model.rollout(frames, past, torch.as_tensor(actions, dtype=torch.float32).to(device),
+                                  generator=self.generator, num_steps=self.num_steps)
+
+
+# ---------------------------------------------------------------------------- shared planner loop
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Search budget and hyper-parameters of the sampling planners (one config for all of them).
+
+    Per decision a planner imagines ``candidates x horizon`` frames ``iterations`` times.
+    """
+
+    candidates: int = 32
+    """N: candidate action sequences per iteration (one batched imagination call)."""
+    horizon: int = 6
+    """H: imagined steps per candidate."""
+    iterations: int = 2
+    """Sampling rounds per decision (the oracle solved as many episodes with 2 as with 3 on every task)."""
+    elites: int = 4
+    """CEM: candidates the next distribution is fitted to."""
+    smoothing: float = 0.1
+    """CEM / MPPI: new = smoothing * old + (1 - smoothing) * fitted, for mean and std."""
+    init_std: float = 0.6
+    """Std of the first round's Gaussian, in action units (actions lie in [-1, 1])."""
+    min_std: float = 0.05
+    """Floor of the std, so the search never collapses completely."""
+    temperature: float = 0.1
+    """MPPI: softmax temperature on costs normalised to [0, 1] within an iteration."""
+    noise_correlation: float = 0.5
+    """AR(1) correlation of the sampling noise along the horizon (0: white); smoother candidates travel further."""
+    reduce: str = "final"
+    """How a video's per-frame costs are reduced: 'final', 'mean' or 'discounted' (``agents.costs``). 'final'
+    leaves the way to the goal free (Push, oracle, keypoint cost: 10/10 episodes with 'final', 9/10 'mean')."""
+    discount: float = 0.9
+    """Discount for reduce='discounted'."""
+    warm_start: bool = True
+    """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "horizon", "iterations", "elites"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.elites > self.candidates:
+            raise ValueError(f"elites ({self.elites}) cannot exceed candidates ({self.candidates})")
+        for name in ("init_std", "min_std", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.noise_correlation < 1.0:
+            raise ValueError("smoothing and noise_correlation must be in [0, 1)")
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {list(REDUCTIONS)}, got {self.reduce!r}")
+
+
+@dataclass
+class SearchState:
+    """One decision's search: the sampling distribution (mean, std float32 [H, A]) and the best candidate
+    so far (actions [H, A], imagined frames [H, h, w, 3], cost)."""
+
+    mean: Tensor
+    std: Tensor
+    best_actions: Tensor | None = None
+    best_frames: Tensor | None = None
+    best_cost: float = float("inf")
+
+
+class SamplingPlanner:
+    """Sample, imagine, score, update: the loop shared by random shooting, CEM and MPPI.
+
+    Subclasses override ``_sample`` (how candidates are drawn) and ``_update`` (how the distribution moves)
+    and may override ``_result`` (which action sequence is executed). Actions are float32 in the box
+    [low, high] (the env's action space). Reproducible: one ``torch.Generator`` draws every candidate.
+    """
+
+    name = "sampling"
+
+    def __init__(self, dynamics: Dynamics, cost: Cost, action_low: np.ndarray, action_high: np.ndarray,
+                 config: PlannerConfig = PlannerConfig(), seed: int = 0) -> None:
+        self.dynamics, self.cost, self.config = dynamics, cost, config
+        self.low = torch.as_tensor(np.asarray(action_low, np.float32))
+        self.high = torch.as_tensor(np.asarray(action_high, np.float32))
+        if self.low.ndim != 1 or self.low.shape != self.high.shape or not bool((self.high > self.low).all()):
+            raise ValueError(f"action bounds must be [A] arrays with high > low, got {action_low} .. {action_high}")
+        self.generator = torch.Generator()
+        self._previous: Tensor | None = None
+        self.reset(seed)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.low.shape[0])
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the warm start; reseed the sampling (and the dynamics' imagination) if ``seed`` is given."""
+        self._previous = None
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+            self.dynamics.reset(int(seed) + 1)
+
+    def act(self, history: History, goal_frame: np.ndarray) -> np.ndarray:
+        """The first action of a fresh plan, float32 [A] (assumes one action is executed per call)."""
+        return self.plan(history, goal_frame, shift=1).actions[0]
+
+    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Plan:
+        """Search for the best action sequence from ``history`` toward ``goal_frame`` (uint8 [H, W, 3]).
+
+        shift: actions executed since the previous plan (its warm start is shifted by this many steps).
+        Returns a ``Plan``: actions float32 [horizon, A], the best candidate's imagined video, its cost, the
+        imagination calls made (``iterations``) and the wall time.
+        """
+        goal = np.asarray(goal_frame)
+        if goal.dtype != np.uint8 or goal.shape != history.frame_shape:
+            raise ValueError(f"goal frame must be uint8 {history.frame_shape} like the observations, "
+                             f"got {goal.dtype} {goal.shape}")
+        if history.actions.shape[1] != self.action_dim:
+            raise ValueError(f"history actions have {history.actions.shape[1]} dims, the planner {self.action_dim}")
+        start, calls = time.perf_counter(), self.dynamics.calls
+        c = self.config
+        state = SearchState(*self._initial(shift))
+        for iteration in range(c.iterations):
+            candidates = self._sample(state, iteration)
+            if c.warm_start and self._previous is not None and iteration == 0:
+                candidates[0] = state.mean  # keep the shifted previous plan in the running
+            frames = self.dynamics.imagine(history, candidates)
+            costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
+            costs = torch.nan_to_num(costs, nan=float("inf"))
+            best = int(costs.argmin())
+            if float(costs[best]) < state.best_cost:
+                state.best_cost = float(costs[best])
+                state.best_actions = candidates[best].clone()
+                state.best_frames = frames[best]
+            self._update(state, candidates, costs)
+        actions = self._result(state)
+        self._previous = actions.clone()
+        imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
+        return Plan(actions.numpy().astype(np.float32), imagined, state.best_cost,
+                    self.dynamics.calls - calls, time.perf_counter() - start)
+
+    # ----------------------------------------------------------------- hooks
+    def _initial(self, shift: int) -> tuple[Tensor, Tensor]:
+        """The first round's (mean, std) [H, A]: the previous plan shifted by ``shift`` (its last action
+        repeated at the end), or zeros; std ``init_std`` in both cases."""
+        c = self.config
+        mean = torch.zeros(c.horizon, self.action_dim)
+        if c.warm_start and self._previous is not None:
+            shift = min(max(int(shift), 0), c.horizon)
+            kept = self._previous[shift:]
+            tail = self._previous[-1:].expand(c.horizon - kept.shape[0], -1)
+            mean = torch.cat([kept, tail]) if shift else self._previous.clone()
+        return mean, torch.full((c.horizon, self.action_dim), c.init_std)
+
+    def _noise(self, count: int) -> Tensor:
+        """Standard normal noise [count, H, A], AR(1)-correlated along H with unit marginal variance."""
+        c = self.config
+        eps = torch.randn(count, c.horizon, self.action_dim, generator=self.generator)
+        beta = c.noise_correlation
+        if beta > 0:
+            scale = (1.0 - beta**2) ** 0.5
+            for h in range(1, c.horizon):
+                eps[:, h] = beta * eps[:, h - 1] + scale * eps[:, h]
+        return eps
+
+    def _sample(self, state: SearchState, iteration: int) -> Tensor:
+        """Candidates float32 [N, H, A] in the action box: Gaussian around (mean, std), clipped."""
+        candidates = state.mean + state.std * self._noise(self.config.candidates)
+        return torch.maximum(torch.minimum(candidates, self.high), self.low)
+
+    def _update(self, state: SearchState, candidates: Tensor, costs: Tensor) -> None:
+        """Move (state.mean, state.std) given candidates [N, H, A] and their costs [N]; default: keep them."""
+
+    def _result(self, state: SearchState) -> Tensor:
+        """The action sequence [H, A] to execute: by default the best-scoring candidate seen."""
+        return state.best_actions if state.best_actions is not None else state.mean
+
+    def _smooth(self, old: Tensor, new: Tensor) -> Tensor:
+        a = self.config.smoothing
+        return a * old + (1.0 - a) * new

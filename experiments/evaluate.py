@@ -1,0 +1,426 @@
+"""Ray-parallel evaluation of goal-image planners over many episodes (``worldvid plan``).
+
+Episodes are spread over W workers (Ray actors), each holding one model replica and one env, with torch
+threads set to its CPU share. Episode i always runs from seed S + i with the planner reseeded from it, so the
+results do not depend on W or on which worker ran what. A worker that dies mid-episode is replaced and its
+episode resubmitted; no result is lost. With W = 1 everything runs in this process, without Ray. On an
+existing cluster call ``ray.init(address=...)`` first. Writes ``summary.json`` and one
+``episodes/episode_XXXX.npz`` (actions, frames, goal, best imagined futures) per episode into the out dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
+from agents.costs import COSTS, REDUCTIONS, make_cost
+from agents.mpc import EpisodeResult, run_episode, summarize_episodes
+
+MODEL_DIR = "model"
+"""Where a training run folder keeps its model (``worldvid.train.MODEL_DIR``)."""
+DEFAULT_SIZE = 32
+"""Frame size when no model fixes it (oracle, random)."""
+
+
+@dataclass(frozen=True)
+class PlanEvalConfig:
+    """One planner evaluation: task, planner, cost, imagination (model or oracle), budget and parallelism."""
+
+    env_id: str
+    """Gymnasium id of the task, e.g. worldvid/PointReach-v0."""
+    planner: str = "cem"
+    """cem | mppi | shooting | random."""
+    cost: str = "keypoint"
+    """Goal-image cost: keypoint | blur | pixel (``agents.costs``)."""
+    oracle: bool = False
+    """Imagine candidates in the true simulator instead of the world model (the upper bound)."""
+    model: str | None = None
+    """Training run folder (or its model folder); needed unless ``oracle`` or planner 'random'."""
+    episodes: int = 30
+    """Episodes to run; episode i uses seed ``seed + i``."""
+    workers: int = 1
+    """Parallel workers (Ray actors); 1 runs in this process."""
+    seed: int = 0
+    """Base seed S."""
+    size: int | None = None
+    """Frame size; default: the model's, else 32."""
+    execute: int = 1
+    """Actions executed per decision (k) before replanning."""
+    num_steps: int | None = 1
+    """Denoising steps per imagined frame (None: the model's default). One Euler step suffices for these
+    near-deterministic scenes (as in DIAMOND) and keeps a decision under a second on 2 CPU cores."""
+    max_steps: int | None = None
+    """Cap on steps per episode (default: the task's time limit); for quick checks."""
+    stop_on_success: bool = True
+    """End an episode at its first success (success = reached the goal); else success is judged at the end."""
+    cpus_per_worker: float = 1.0
+    """CPUs each worker reserves; also its torch thread count."""
+    max_episode_retries: int = 3
+    """Times an episode is resubmitted after its worker died."""
+    episode_timeout_s: float = 3600.0
+    """Longest wait for one episode before giving up."""
+    planner_config: PlannerConfig = field(default_factory=PlannerConfig)
+    """Budget (candidates, horizon, iterations) and search hyper-parameters."""
+
+    @property
+    def needs_model(self) -> bool:
+        return not self.oracle and self.planner != "random"
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+    def label(self) -> str:
+        """Short row label, e.g. 'cem/keypoint/oracle'."""
+        source = "-" if self.planner == "random" else ("oracle" if self.oracle else "model")
+        return f"{self.planner}/{'-' if self.planner == 'random' else self.cost}/{source}"
+
+
+# ---------------------------------------------------------------------------- validation
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """The model folder of a run folder RUN (RUN/model) or of a model folder itself."""
+    path = Path(path)
+    for candidate in (path / MODEL_DIR, path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR}/config.json or {path}/config.json)")
+
+
+def validate(config: PlanEvalConfig) -> tuple[int, Any]:
+    """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input."""
+    from worldvid.data.collect import canonical_env_id, make_pixel_env
+
+    for name in ("episodes", "workers", "execute", "max_steps"):
+        value = getattr(config, name)
+        if name == "max_steps" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if config.planner not in PLANNER_NAMES:
+        raise ValueError(f"unknown planner {config.planner!r}; choose one of {list(PLANNER_NAMES)}")
+    if config.cost not in COSTS:
+        raise ValueError(f"unknown cost {config.cost!r}; choose one of {list(COSTS)}")
+    if config.execute > config.planner_config.horizon:
+        raise ValueError(f"execute ({config.execute}) cannot exceed the plan horizon ({config.planner_config.horizon})")
+    if config.num_steps is not None and config.num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {config.num_steps}")
+    if not config.cpus_per_worker > 0 or config.max_episode_retries < 0 or not config.episode_timeout_s > 0:
+        raise ValueError("cpus_per_worker and episode_timeout_s must be positive, max_episode_retries >= 0")
+    if config.needs_model and config.model is None:
+        raise ValueError(f"planner {config.planner!r} without --oracle imagines with a world model: pass a model")
+    env = make_pixel_env(config.env_id, config.size or DEFAULT_SIZE)
+    try:
+        action_dim = int(np.prod(env.action_space.shape))
+        model = None
+        size = config.size
+        if config.model is not None and (config.needs_model or config.size is None):
+            from worldvid.model import WorldModel
+
+            model = WorldModel.from_pretrained(resolve_model_dir(config.model), frame_size=config.size,
+                                               action_dim=action_dim, env_id=canonical_env_id(config.env_id))
+            size = model.config.frame_size
+        size = size or DEFAULT_SIZE
+        if size != env.observation_space.shape[0]:
+            env.close()
+            env = make_pixel_env(config.env_id, size)
+        observation, info = env.reset(seed=config.seed)
+        goal = info.get("goal_frame")
+        if goal is None or np.asarray(goal).shape != observation.shape:
+            shape = None if goal is None else np.asarray(goal).shape
+            raise ValueError(f"{config.env_id}: goal frame of shape {shape} does not match the observations "
+                             f"{observation.shape}; planning needs a goal image like the frames")
+        if config.planner != "random":
+            make_cost(config.cost, config.env_id)  # e.g. keypoint on a task without object colours
+        if config.oracle:
+            SimulatorDynamics(env)  # raises for envs without state copy
+    finally:
+        env.close()
+    return size, (model if config.needs_model else None)
+
+
+# ---------------------------------------------------------------------------- one worker
+class EpisodeRunner:
+    """One worker: an env, a planner (with its model replica or the oracle); runs episodes by index.
+
+    ``crash_once_marker`` is a test hook: the first ``run`` in any worker that finds no file at that path
+    creates it and kills its process, as a crashing node would.
+    """
+
+    def __init__(self, config: PlanEvalConfig, size: int, model: Any = None, threads: int | None = None,
+                 crash_once_marker: str | None = None) -> None:
+        from worldvid.data.collect import make_pixel_env
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.config = config
+        self.crash_once_marker = crash_once_marker
+        self.env = make_pixel_env(config.env_id, size)
+        space = self.env.action_space
+        dynamics: Any = None
+        if config.oracle:
+            dynamics = SimulatorDynamics(self.env)
+        elif model is not None:
+            dynamics = WorldModelDynamics(model, num_steps=config.num_steps)
+        self.context = model.config.context if model is not None else 4
+        cost = None if config.planner == "random" else make_cost(config.cost, config.env_id)
+        self.planner = make_planner(config.planner, dynamics, cost, space.low, space.high, config.planner_config)
+
+    def run(self, index: int) -> EpisodeResult:
+        """Episode ``index`` from seed ``config.seed + index``."""
+        marker = self.crash_once_marker
+        if marker is not None and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)
+        c = self.config
+        return run_episode(self.env, self.planner, c.seed + index, execute=c.execute, context=self.context,
+                           stop_on_success=c.stop_on_success, max_steps=c.max_steps)
+
+
+def _run_in_process(config: PlanEvalConfig, size: int, model: Any, indices: Sequence[int],
+                    on_result: Callable[[int, EpisodeResult], None], crash_once_marker: str | None) -> None:
+    previous = torch.get_num_threads()
+    try:
+        # the same thread count as a worker's, so the arithmetic (and results) match the parallel run
+        runner = EpisodeRunner(config, size, model, config.threads, crash_once_marker)
+        for index in indices:
+            on_result(index, runner.run(index))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequence[int],
+                  on_result: Callable[[int, EpisodeResult], None], crash_once_marker: str | None) -> None:
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    if not ray.is_initialized():
+        cpus = max(1, math.ceil(config.workers * config.cpus_per_worker))
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    workers = min(config.workers, len(indices))
+    fits = int(ray.cluster_resources().get("CPU", 0.0) // config.cpus_per_worker)
+    if fits < workers:
+        # an actor holds its CPUs while alive, so actors beyond the cluster's size would never start
+        warnings.warn(f"the Ray cluster fits {fits} workers of {config.cpus_per_worker:g} CPUs, not {workers}; "
+                      f"using {max(fits, 1)}", stacklevel=2)
+        workers = max(fits, 1)
+    remote = ray.remote(EpisodeRunner).options(num_cpus=config.cpus_per_worker)
+    model_ref = ray.put(model) if model is not None else None  # one copy in the object store, any node
+
+    def start() -> Any:
+        return remote.remote(config, size, model_ref, config.threads, crash_once_marker)
+
+    actors = [start() for _ in range(workers)]
+    queue, idle = deque(indices), list(range(workers))
+    running: dict[Any, tuple[int, int]] = {}
+    attempts: dict[int, int] = {}
+    try:
+        while queue or running:
+            while queue and idle:
+                slot, index = idle.pop(), queue.popleft()
+                running[actors[slot].run.remote(index)] = (slot, index)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=config.episode_timeout_s)
+            if not ready:
+                raise TimeoutError(f"no episode finished within {config.episode_timeout_s:.0f} s; "
+                                   "is the Ray cluster short of CPUs for the workers?")
+            slot, index = running.pop(ready[0])
+            try:
+                result = ray.get(ready[0], timeout=config.episode_timeout_s)
+            except (RayActorError, GetTimeoutError) as error:
+                attempts[index] = attempts.get(index, 0) + 1
+                if attempts[index] > config.max_episode_retries:
+                    raise RuntimeError(f"episode {index} failed {attempts[index]} times: {error}") from error
+                ray.kill(actors[slot], no_restart=True)
+                actors[slot] = start()  # a fresh worker; the episode is redone from its seed
+                queue.appendleft(index)
+            else:
+                on_result(index, result)
+            idle.append(slot)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+
+
+# ---------------------------------------------------------------------------- statistics and report
+def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEvalConfig) -> dict[str, Any]:
+    """The summary row of an evaluation: ``summarize_episodes`` plus what was run, and how fast."""
+    row = {"label": config.label(), "env_id": config.env_id, "planner": config.planner,
+           "cost": None if config.planner == "random" else config.cost, "oracle": config.oracle}
+    row.update(summarize_episodes(results))
+    budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
+    row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
+    row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
+    return row
+
+
+TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("success_rate", "success", "{:.0%}"),
+                 ("success_ci95", "95% CI", "[{0[0]:.0%}, {0[1]:.0%}]"),
+                 ("final_distance_mean", "final dist", "{:.3f}"), ("seconds_per_decision", "s/decision", "{:.3f}"),
+                 ("model_calls_per_action", "calls/action", "{:.2f}"), ("episodes", "episodes", "{}"),
+                 ("episodes_per_second", "episodes/s", "{:.3f}"))
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of summary rows (``aggregate`` dicts)."""
+    header = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class PlanEvalReport:
+    """What ``evaluate_planner`` returns: the summary row and every episode (ordered by index)."""
+
+    summary: dict[str, Any]
+    results: list[EpisodeResult]
+    out: Path | None
+
+
+def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = None, video: bool = False,
+                     progress: bool = True, _crash_once_marker: str | None = None) -> PlanEvalReport:
+    """Run ``config.episodes`` MPC episodes and summarise them; see the module docstring.
+
+    out: folder for summary.json and episodes/episode_XXXX.npz (nothing is written if None).
+    video: also write videos/episode_XXXX.mp4 (real | imagined | error | goal side by side).
+    """
+    if video and importlib.util.find_spec("worldvid.video") is None:
+        raise NotImplementedError("--video needs worldvid.video (side_by_side, write_video), which is missing")
+    if video and out is None:
+        raise ValueError("video needs an out folder")
+    size, model = validate(config)
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        (folder / "episodes").mkdir(parents=True, exist_ok=True)
+    results: dict[int, EpisodeResult] = {}
+
+    def on_result(index: int, result: EpisodeResult) -> None:
+        results[index] = result
+        if folder is not None:
+            np.savez_compressed(folder / "episodes" / f"episode_{index:04d}.npz", **result.arrays())
+            if video:
+                _write_episode_video(folder / "videos" / f"episode_{index:04d}.mp4", result)
+        if progress:
+            print(f"[{config.label()}] episode {index} seed {result.seed}: success={result.success} "
+                  f"distance={result.final_distance:.3f} steps={result.steps} "
+                  f"s/decision={result.seconds_per_decision:.3f}", flush=True)
+
+    start = time.perf_counter()
+    indices = list(range(config.episodes))
+    run = _run_in_process if config.workers == 1 else _run_with_ray
+    run(config, size, model, indices, on_result, _crash_once_marker)
+    ordered = [results[i] for i in indices]
+    summary = aggregate(ordered, time.perf_counter() - start, config)
+    summary["frame_size"] = size
+    if folder is not None:
+        record = {"summary": summary, "config": asdict(config),
+                  "episodes": [dict(index=i, **r.summary()) for i, r in zip(indices, ordered)]}
+        (folder / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+    return PlanEvalReport(summary, ordered, folder)
+
+
+def _write_episode_video(path: Path, result: EpisodeResult) -> None:
+    """real | imagined (each decision's best imagined future, aligned) | error | goal, side by side."""
+    from worldvid.video import error_panel, side_by_side, upscale, write_video
+
+    factor = max(1, 128 // result.frames.shape[1])
+    imagined = result.aligned_imagination()
+    panels, labels = [result.frames], ["real"]
+    if imagined is not None:
+        panels += [imagined, error_panel(result.frames, imagined)]
+        labels += ["imagined", "error"]
+    panels.append(result.goal_frame[None])
+    labels.append("goal")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, side_by_side([upscale(p, factor) for p in panels], labels))
+
+
+# ---------------------------------------------------------------------------- command line
+def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``worldvid plan`` to a subparsers object (``worldvid/cli.py``)."""
+    defaults = PlannerConfig()
+    p = subparsers.add_parser("plan", help="evaluate a goal-image planner (world model or oracle) over episodes")
+    p.add_argument("--model", help="training run folder (or its model folder); not needed with --oracle or random")
+    p.add_argument("--env", required=True, help="task id, e.g. worldvid/PointReach-v0")
+    p.add_argument("--planner", default="cem", choices=list(PLANNER_NAMES), help="search method (random: baseline)")
+    p.add_argument("--oracle", action="store_true", help="imagine in the true simulator (upper bound)")
+    p.add_argument("--cost", default="keypoint", choices=list(COSTS), help="goal-image cost")
+    p.add_argument("--episodes", type=int, default=30, help="episodes; episode i uses seed S+i")
+    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: in this process)")
+    p.add_argument("--out", required=True, help="folder for summary.json and episodes/*.npz")
+    p.add_argument("--seed", type=int, default=0, help="base seed S")
+    p.add_argument("--candidates", type=int, default=defaults.candidates, help="candidates per iteration")
+    p.add_argument("--horizon", type=int, default=defaults.horizon, help="imagined steps per candidate")
+    p.add_argument("--iterations", type=int, default=defaults.iterations, help="sampling rounds per decision")
+    p.add_argument("--elites", type=int, default=defaults.elites, help="CEM elites")
+    p.add_argument("--temperature", type=float, default=defaults.temperature, help="MPPI temperature")
+    p.add_argument("--reduce", default=defaults.reduce, choices=list(REDUCTIONS), help="per-frame cost reduction")
+    p.add_argument("--execute", type=int, default=1, help="actions executed per decision before replanning")
+    p.add_argument("--num-steps", type=int, default=1, help="denoising steps per imagined frame (0: the model's)")
+    p.add_argument("--size", type=int, help="frame size (default: the model's, else 32)")
+    p.add_argument("--max-steps", type=int, help="cap on steps per episode (default: the task's time limit)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
+    p.add_argument("--no-early-stop", action="store_true", help="run to the time limit; success = at the end")
+    p.add_argument("--video", action="store_true", help="also write real | imagined | goal videos")
+    p.set_defaults(func=_cmd_plan)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PlanEvalConfig:
+    """The ``PlanEvalConfig`` of parsed ``worldvid plan`` arguments."""
+    planner = PlannerConfig(candidates=args.candidates, horizon=args.horizon, iterations=args.iterations,
+                            elites=min(args.elites, args.candidates) if args.candidates > 0 else args.elites,
+                            temperature=args.temperature, reduce=args.reduce)
+    return PlanEvalConfig(
+        env_id=args.env, planner=args.planner, cost=args.cost, oracle=args.oracle, model=args.model,
+        episodes=args.episodes, workers=args.workers, seed=args.seed, size=args.size, execute=args.execute,
+        num_steps=args.num_steps or None, max_steps=args.max_steps, stop_on_success=not args.no_early_stop,
+        cpus_per_worker=args.cpus_per_worker, planner_config=planner)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    report = evaluate_planner(config_from_args(args), out=args.out, video=args.video)
+    print(format_table([report.summary]))
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m experiments.evaluate plan ...`` (as ``worldvid plan``) or ``... table OUT_DIR...``
+    (one Markdown table of several evaluations' summary.json files)."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_plan_command(sub)
+    table = sub.add_parser("table", help="tabulate the summary.json of several plan out folders")
+    table.add_argument("dirs", nargs="+", help="out folders of worldvid plan")
+    table.set_defaults(func=_cmd_table)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    rows = [json.loads((Path(d) / "summary.json").read_text())["summary"] for d in args.dirs]
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Planner evaluation: same results for 1 and 2 workers, a killed worker loses nothing, bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agents import PlannerConfig
+from agents.mpc import wilson_interval
+from experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
+from worldvid.model import WorldModel, WorldModelConfig
+
+POINT = "worldvid/PointReach-v0"
+TINY_BUDGET = PlannerConfig(candidates=4, horizon=2, iterations=1, elites=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A training-run folder RUN holding an untrained 16x16 PointReach model in RUN/model."""
+    run = tmp_path_factory.mktemp("run")
+    WorldModel(WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id=POINT,
+                                num_steps=1)).save_pretrained(run / "model")
+    return run
+
+
+def model_config(run, **overrides) -> PlanEvalConfig:
+    base = PlanEvalConfig(env_id=POINT, planner="cem", cost="keypoint", model=str(run), episodes=3, max_steps=6,
+                          planner_config=TINY_BUDGET)
+    return replace(base, **overrides)
+
+
+def assert_same_episodes(a, b) -> None:
+    assert len(a.results) == len(b.results)
+    for x, y in zip(a.results, b.results):
+        assert x.seed == y.seed and x.success == y.success and x.final_distance == y.final_distance
+        for key in ("actions", "frames", "imagined"):
+            np.testing.assert_array_equal(getattr(x, key), getattr(y, key), err_msg=key)
+
+
+def test_results_are_identical_for_one_and_two_workers(tiny_run, tmp_path, ray_session):
+    one = evaluate_planner(model_config(tiny_run, workers=1), out=tmp_path / "w1", progress=False)
+    two = evaluate_planner(model_config(tiny_run, workers=2), out=tmp_path / "w2", progress=False)
+    assert_same_episodes(one, two)
+    assert [r.seed for r in two.results] == [0, 1, 2]
+    summary = json.loads((tmp_path / "w2" / "summary.json").read_text())
+    assert summary["summary"]["episodes"] == 3 and summary["summary"]["frame_size"] == 16
+    assert summary["summary"]["model_calls_per_action"] == pytest.approx(1.0)
+    saved = np.load(tmp_path / "w2" / "episodes" / "episode_0002.npz")
+    np.testing.assert_array_equal(saved["actions"], two.results[2].actions)
+    assert saved["frames"].shape == (7, 16, 16, 3) and saved["imagined"].shape == (6, 2, 16, 16, 3)
+
+
+def test_a_worker_killed_mid_run_loses_no_episode(tmp_path, ray_session):
+    config = PlanEvalConfig(env_id=POINT, planner="cem", cost="keypoint", oracle=True, episodes=3, max_steps=5,
+                            size=16, planner_config=TINY_BUDGET)
+    calm = evaluate_planner(config, progress=False)
+    marker = tmp_path / "crashed"
+    disturbed = evaluate_planner(replace(config, workers=2), progress=False, _crash_once_marker=str(marker))
+    assert marker.exists()  # a worker really died (os._exit) during its first episode
+    assert_same_episodes(calm, disturbed)
+
+
+def test_bad_input_fails_before_any_work(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match="env_id"):
+        evaluate_planner(model_config(tiny_run, env_id="worldvid/Reacher-v0"), progress=False)
+    with pytest.raises(ValueError, match="frame_size"):
+        evaluate_planner(model_config(tiny_run, size=32), progress=False)
+    for bad in (dict(episodes=0), dict(workers=0), dict(execute=3), dict(max_steps=-1)):
+        with pytest.raises(ValueError):
+            evaluate_planner(model_config(tiny_run, **bad), out=tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="model"):
+        evaluate_planner(model_config(tiny_run, model=None), progress=False)
+    with pytest.raises(FileNotFoundError):
+        evaluate_planner(model_config(tiny_run, model=str(tmp_path / "missing")), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_wilson_interval_and_table():
+    low, high = wilson_interval(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    row = {"label": "cem/keypoint/oracle", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
+           "final_distance_mean": 0.04, "seconds_per_decision": 0.2, "model_calls_per_action": 3.0, "episodes": 10,
+           "episodes_per_second": 0.5}
+    assert "| cem/keypoint/oracle | 100% | [72%, 100%] |" in format_table([row])
+
+
+def test_plan_cli_end_to_end(tiny_run, tmp_path):
+    """`worldvid plan` (here through its module, which the console script wires in) in a fresh process."""
+    out = tmp_path / "plan"
+    command = [sys.executable, "-m", "experiments.evaluate", "plan", "--env", POINT, "--oracle", "--cost", "blur",
+               "--episodes", "2", "--out", str(out), "--candidates", "8", "--horizon", "3", "--iterations", "1",
+               "--max-steps", "4", "--size", "16", "--seed", "5", "--video"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| cem/blur/oracle |" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["seed"] for e in summary["episodes"]] == [5, 6]
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == ["episode_0000.npz", "episode_0001.npz"]
+    assert (out / "videos" / "episode_0001.mp4").stat().st_size > 0
+    bad = subprocess.run(command[:-5] + ["--candidates", "0", "--model", str(tiny_run)], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "candidates must be a positive integer" in bad.stderr
