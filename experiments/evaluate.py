@@ -334,19 +334,13 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
 
 
 def _write_episode_video(path: Path, result: EpisodeResult) -> None:
-    """real | imagined (each decision's best imagined future, aligned) | error | goal, side by side."""
-    from worldvid.video import error_panel, side_by_side, upscale, write_video
+    """real frame | goal | the planner's best imagined future, one video frame per decision (+ the last frame)."""
+    from experiments.render import planning_video
 
-    factor = max(1, 128 // result.frames.shape[1])
-    imagined = result.aligned_imagination()
-    panels, labels = [result.frames], ["real"]
-    if imagined is not None:
-        panels += [imagined, error_panel(result.frames, imagined)]
-        labels += ["imagined", "error"]
-    panels.append(result.goal_frame[None])
-    labels.append("goal")
+    real = np.concatenate([result.frames[result.decision_steps], result.frames[-1:]])
+    futures = list(result.imagined) if result.imagined is not None else [None] * len(result.decision_steps)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, side_by_side([upscale(p, factor) for p in panels], labels))
+    planning_video(real, result.goal_frame, futures, path, meta=result.summary())
 
 
 # ---------------------------------------------------------------------------- command line

@@ -91,9 +91,9 @@ def test_wilson_interval_and_table():
 
 
 def test_plan_cli_end_to_end(tiny_run, tmp_path):
-    """`worldvid plan` (here through its module, which the console script wires in) in a fresh process."""
+    """`worldvid plan` in a fresh process, with a planning video (real | goal | best imagined future)."""
     out = tmp_path / "plan"
-    command = [sys.executable, "-m", "experiments.evaluate", "plan", "--env", POINT, "--oracle", "--cost", "blur",
+    command = [sys.executable, "-m", "worldvid.cli", "plan", "--env", POINT, "--oracle", "--cost", "blur",
                "--episodes", "2", "--out", str(out), "--candidates", "8", "--horizon", "3", "--iterations", "1",
                "--max-steps", "4", "--size", "16", "--seed", "5", "--video"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -103,6 +103,7 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     assert [e["seed"] for e in summary["episodes"]] == [5, 6]
     assert sorted(p.name for p in (out / "episodes").iterdir()) == ["episode_0000.npz", "episode_0001.npz"]
     assert (out / "videos" / "episode_0001.mp4").stat().st_size > 0
+    assert json.loads((out / "videos" / "episode_0001.json").read_text())["seed"] == 6  # the video's sidecar
     bad = subprocess.run(command[:-5] + ["--candidates", "0", "--model", str(tiny_run)], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "candidates must be a positive integer" in bad.stderr
