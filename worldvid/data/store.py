@@ -29,6 +29,8 @@ from worldvid.data.episode import Episode
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _TMP_SUFFIX = ".tmp"
+_CHUNK_CACHE_BYTES = 64 * 1024
+_MAX_OPEN_FILES = 64
 
 
 class StoreError(RuntimeError):
@@ -236,9 +238,13 @@ class EpisodeStore:
                     f"shard file {path} is truncated or was changed: {path.stat().st_size} bytes, manifest says {info['bytes']}"
                 )
             try:
-                handle = h5py.File(path, "r")
+                # Random windows gain little from HDF5's 1 MiB-per-dataset chunk cache, and with
+                # thousands of episodes open that cache is what would grow: keep it to a few chunks.
+                handle = h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
             except OSError as err:
                 raise CorruptShardError(f"shard file {path} is corrupt: {err}") from err
+            if len(self._handles) >= _MAX_OPEN_FILES:  # each open file holds ~1 MB of HDF5 metadata cache
+                self._close_handle(next(iter(self._handles)))
             self._handles[shard] = handle
         return handle
 
