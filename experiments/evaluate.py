@@ -30,8 +30,6 @@ from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDy
 from agents.costs import COSTS, REDUCTIONS, make_cost
 from agents.mpc import EpisodeResult, run_episode, summarize_episodes
 
-MODEL_DIR = "model"
-"""Where a training run folder keeps its model (``worldvid.train.MODEL_DIR``)."""
 DEFAULT_SIZE = 32
 """Frame size when no model fixes it (oracle, random)."""
 
@@ -91,15 +89,6 @@ class PlanEvalConfig:
 
 
 # ---------------------------------------------------------------------------- validation
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """The model folder of a run folder RUN (RUN/model) or of a model folder itself."""
-    path = Path(path)
-    for candidate in (path / MODEL_DIR, path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR}/config.json or {path}/config.json)")
-
-
 def validate(config: PlanEvalConfig) -> tuple[int, Any]:
     """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input."""
     from worldvid.data.collect import canonical_env_id, make_pixel_env
@@ -129,8 +118,9 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         size = config.size
         if config.model is not None and (config.needs_model or config.size is None):
             from worldvid.model import WorldModel
+            from worldvid.train import model_dir
 
-            model = WorldModel.from_pretrained(resolve_model_dir(config.model), frame_size=config.size,
+            model = WorldModel.from_pretrained(model_dir(config.model), frame_size=config.size,
                                                action_dim=action_dim, env_id=canonical_env_id(config.env_id))
             size = model.config.frame_size
         size = size or DEFAULT_SIZE

@@ -10,7 +10,7 @@ from typing import Any
 from worldvid.data.store import EpisodeStore
 from worldvid.evaluate import controllability, evaluate_open_loop
 from worldvid.model import WorldModel
-from worldvid.train import MODEL_DIR
+from worldvid.train import model_dir
 
 REPORT_STEPS = (1, 2, 4, 8, 16)
 """Imagined steps shown in the terminal table (all steps go to the JSON)."""
@@ -18,10 +18,8 @@ REPORT_STEPS = (1, 2, 4, 8, 16)
 
 def resolve_run(path: str | os.PathLike) -> tuple[Path, Path | None]:
     """(model folder, run folder or None) for a path that is a training run or a bare model folder."""
-    path = Path(path)
-    if (path / MODEL_DIR / "config.json").is_file():
-        return path / MODEL_DIR, path
-    return path, None
+    folder = model_dir(path)
+    return folder, (Path(path) if folder != Path(path) else None)
 
 
 def load_for_data(model_path: str | os.PathLike, store: EpisodeStore) -> WorldModel:

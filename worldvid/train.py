@@ -35,6 +35,18 @@ from worldvid.model import WorldModel, WorldModelConfig
 MODEL_DIR = "model"
 
 
+def model_dir(path: str | os.PathLike) -> Path:
+    """The model folder of a training run folder RUN (RUN/model), or ``path`` itself when it is a model folder.
+
+    Raises FileNotFoundError when neither holds a world-model config.json.
+    """
+    path = Path(path)
+    for candidate in (path / MODEL_DIR, path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR}/config.json or {path}/config.json)")
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 

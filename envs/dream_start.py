@@ -1,0 +1,109 @@
+"""Where a dream starts: K context frames and actions from a trajectory store, or from a real reset of the task."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from worldvid.model import WorldModel
+
+
+@dataclass
+class DreamStart:
+    """A dream's starting point: frames uint8 [K, H, W, 3] = f[t-K+1..t], past_actions float32 [K-1, A] =
+    a[t-K+1..t-1], goal uint8 [H, W, 3] or None, and where it came from (``origin``, JSON-able)."""
+
+    frames: np.ndarray
+    past_actions: np.ndarray
+    goal: np.ndarray | None
+    origin: dict[str, Any]
+
+
+class StartSampler:
+    """Draws dream starts from a trajectory store, or from real resets of the model's task when ``data`` is None.
+
+    Shared by ``DreamEnv`` and ``DreamVectorEnv``: a start is a function of the ``np_random`` passed in only.
+    """
+
+    def __init__(self, model: WorldModel, data: str | os.PathLike | None = None,
+                 episodes: Sequence[int] | None = None) -> None:
+        self.config = model.config
+        self.context = model.config.context
+        self.data = None if data is None else Path(data)
+        self._store = None
+        self._real_env: gym.Env | None = None
+        if self.data is not None:
+            from worldvid.data.store import EpisodeStore
+
+            self._store = EpisodeStore(self.data)
+            spec = self._store.spec
+            size = self.config.frame_size
+            if tuple(spec.frame_shape) != (size, size, self.config.channels):
+                raise ValueError(f"store {self.data} holds {spec.frame_shape} frames, the model makes "
+                                 f"{(size, size, self.config.channels)}")
+            model.check_compatible(action_dim=spec.action_dim, env_id=spec.env_id)
+            self.env_id = spec.env_id
+            available = self._store.episode_ids
+            self.episodes = list(available) if episodes is None else [int(e) for e in episodes]
+            missing = sorted(set(self.episodes) - set(available))
+            if missing or not self.episodes:
+                raise ValueError(f"store {self.data}: episodes {missing[:5] or '(none given)'} are not in it")
+        else:
+            if episodes is not None:
+                raise ValueError("episodes= selects episodes of a store; pass data= too")
+            if self.config.env_id is None:
+                raise ValueError("the model's config names no env_id, so Dream-v0 cannot reset from its task: pass data=STORE")
+            self.env_id = self.config.env_id
+            self.episodes = []
+
+    def draw(self, np_random: np.random.Generator) -> DreamStart:
+        """A start drawn with ``np_random`` (its only source of randomness)."""
+        return self._from_store(np_random) if self._store is not None else self._from_task(np_random)
+
+    def _from_store(self, np_random: np.random.Generator) -> DreamStart:
+        episode = self.episodes[int(np_random.integers(len(self.episodes)))]
+        ep = self._store.read_episode(episode)
+        t = int(np_random.integers(ep.num_steps + 1))  # any frame f[t], the last included
+        k = self.context
+        frames = np.concatenate([np.repeat(ep.frames[:1], k, 0), ep.frames])  # f[i] at index i + k
+        actions = np.concatenate([np.zeros((k, ep.action_dim), np.float32), ep.actions])
+        i = t + k
+        return DreamStart(frames[i - k + 1:i + 1].copy(), actions[i - k + 1:i].astype(np.float32),
+                          ep.goal_frame, {"source": "store", "episode": int(episode), "t": t})
+
+    def _from_task(self, np_random: np.random.Generator) -> DreamStart:
+        from worldvid.data.policies import CorrelatedNoisePolicy
+
+        if self._real_env is None:
+            from worldvid.data.collect import make_pixel_env
+
+            self._real_env = make_pixel_env(self.env_id, self.config.frame_size)
+            if self._real_env.action_space.shape != (self.config.action_dim,):
+                raise ValueError(f"{self.env_id} has actions {self._real_env.action_space.shape}, the model "
+                                 f"action_dim={self.config.action_dim}")
+        env, k = self._real_env, self.context
+        seed = int(np_random.integers(2**31 - 1))
+        observation, info = env.reset(seed=seed)
+        policy = CorrelatedNoisePolicy()
+        policy.reset(env, np.random.default_rng([seed, 0x5EED]))
+        frames, actions = [observation], []
+        for _ in range(k):
+            actions.append(np.asarray(policy(observation), np.float32))
+            observation, *_ = env.step(actions[-1])
+            frames.append(observation)
+        goal = info.get("goal_frame")
+        past = np.stack(actions)[len(actions) - (k - 1):]  # a[1..K-1], between the K context frames
+        return DreamStart(np.stack(frames[-k:]), past, None if goal is None else np.asarray(goal, np.uint8),
+                          {"source": "env", "seed": seed})
+
+    def close(self) -> None:
+        if self._real_env is not None:
+            self._real_env.close()
+            self._real_env = None
+        if self._store is not None:
+            self._store.close()
