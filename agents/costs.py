@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldvid.keypoints import locate_objects
+from worldvid.keypoints import locate_objects, task_objects
 
 ArrayLike = np.ndarray | Tensor
 Cost = Callable[[ArrayLike, ArrayLike], Tensor]
@@ -216,23 +216,6 @@ class KeypointCost:
             raise ValueError(f"the keypoint cost needs a task with object colours; {env_id} declares none")
         goal_index = names.index(goal_object) if goal_object in names else 0
         return cls(tuple(map(tuple, colors)), tuple(names), goal_index, **overrides)
-
-
-def task_objects(env_id: str) -> tuple[list[tuple[float, float, float]], list[str], str | None]:
-    """(colours, names, goal object) a task's env class declares (``object_colors``), read without making the env."""
-    import gymnasium as gym
-
-    import worldvid  # noqa: F401  (registers the tasks)
-
-    try:
-        spec = gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError) as err:
-        raise ValueError(f"unknown environment id {env_id!r}: {err}") from err
-    creator = spec.entry_point
-    if isinstance(creator, str):
-        creator = gym.envs.registration.load_env_creator(creator)
-    colors = dict(getattr(creator, "object_colors", {}) or {})
-    return [tuple(map(float, c)) for c in colors.values()], list(colors), getattr(creator, "goal_object", None)
 
 
 # ---------------------------------------------------------------------------- factory and reduction

@@ -10,19 +10,15 @@ import numpy as np
 import torch
 
 from worldvid.data.store import EpisodeStore
+from worldvid.keypoints import task_objects
 from worldvid.metrics import object_position_error, psnr, ssim
 from worldvid.model import WorldModel
 
 
 def task_colors(env_id: str) -> tuple[np.ndarray, list[str], str | None]:
-    """(colors [N, 3], object names, goal object) of a worldvid task; empty for other envs."""
-    import gymnasium as gym
-
-    import worldvid  # noqa: F401  (registers the tasks)
-
-    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    colors = getattr(creator, "object_colors", {})
-    return np.array(list(colors.values()), np.float64).reshape(-1, 3), list(colors), getattr(creator, "goal_object", None)
+    """(colors float64 [N, 3], object names, goal object) of a task (``worldvid.keypoints.task_objects``)."""
+    colors, names, goal_object = task_objects(env_id)
+    return np.array(colors, np.float64).reshape(-1, 3), names, goal_object
 
 
 @dataclass
