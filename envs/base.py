@@ -7,7 +7,7 @@ colour in real or imagined frames (``worldvid.keypoints``).
 
 A task subclass provides the MJCF, class attributes ``object_geoms``, ``object_colors`` and
 ``goal_object``, and three methods: ``_sample_task`` (start state and goal configuration),
-``scripted_action`` (an expert using the true state) and ``__init__`` (its keyword arguments, EzPickle).
+``scripted_action`` (an expert using the true state), ``sample_goal_position`` (a reachable goal) and ``__init__`` (its keyword arguments, EzPickle).
 """
 
 from __future__ import annotations
@@ -122,8 +122,15 @@ class PixelMujocoEnv(MujocoEnv):
         """Draw a start state and a goal with ``self.np_random``: (qpos [nq], qvel [nv], goal qpos [nq])."""
         raise NotImplementedError
 
-    def scripted_action(self) -> np.ndarray:
-        """A goal-seeking expert action from the true simulator state: float32 [A] in [-1, 1]."""
+    def scripted_action(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """An expert action from the true simulator state: float32 [A] in [-1, 1].
+
+        It drives the goal object toward ``goal`` (world (x, y), float [2]; default: the episode's goal).
+        """
+        raise NotImplementedError
+
+    def sample_goal_position(self, rng: np.random.Generator) -> np.ndarray:
+        """A reachable position for the goal object drawn with ``rng``: world (x, y), float64 [2]."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- Gymnasium API

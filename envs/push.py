@@ -85,11 +85,19 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
         qpos = np.concatenate([pusher, block])
         return qpos, np.zeros(4), np.concatenate([pusher_at_goal, goal])
 
-    def scripted_action(self) -> np.ndarray:
-        """Circle round the block to its far side from the goal, line up, then push: float32 [2] in [-1, 1]."""
+    def sample_goal_position(self, rng: np.random.Generator) -> np.ndarray:
+        """A block position uniform over the goal square: float64 [2]."""
+        return rng.uniform(-self.block_extent, self.block_extent, size=2)
+
+    def scripted_action(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Circle round the block to its far side from ``goal``, line up, then push: float32 [2] in [-1, 1].
+
+        ``goal``: where the block should go, world (x, y) [2]; default the episode's goal.
+        """
+        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
         pusher, velocity = self.data.qpos[:2], self.data.qvel[:2]
         block = self.data.qpos[2:4]
-        to_goal = self.goal - block
+        to_goal = goal - block
         distance = float(np.linalg.norm(to_goal))
         if distance < 0.5 * self.success_threshold:
             return steer_to(pusher, velocity, pusher, gain=0.0, damping=0.5)
@@ -101,7 +109,7 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
         lateral = float(abs(relative[0] * u[1] - relative[1] * u[0]))
         if abs(offset) < 0.3 and lateral < 0.3 * self.block_half and relative @ u < -contact + 0.02:
             # lined up behind the block: drive to where the pusher is when the block sits at the goal
-            return steer_to(pusher, velocity, self.goal - u * (contact - 0.01), gain=10.0, damping=0.3)
+            return steer_to(pusher, velocity, goal - u * (contact - 0.01), gain=10.0, damping=0.3)
         if abs(offset) < 0.5:
             target = block - u * (contact + 0.02)  # nearly behind: step onto the push line
         else:

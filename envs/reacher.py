@@ -51,9 +51,10 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
         PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode)
         self._jacobian = np.zeros((3, self.model.nv))
 
-    def _random_angles(self) -> np.ndarray:
-        shoulder = self.np_random.uniform(-np.pi, np.pi)
-        elbow = self.np_random.uniform(*self.elbow_range) * self.np_random.choice([-1.0, 1.0])
+    def _random_angles(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = self.np_random if rng is None else rng
+        shoulder = rng.uniform(-np.pi, np.pi)
+        elbow = rng.uniform(*self.elbow_range) * rng.choice([-1.0, 1.0])
         return np.array([shoulder, elbow])
 
     def _fingertip_at(self, qpos: np.ndarray) -> np.ndarray:
@@ -69,11 +70,16 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
             if np.linalg.norm(self._fingertip_at(goal) - self._fingertip_at(start)) >= self.min_goal_distance:
                 return start, np.zeros(2), goal
 
-    def scripted_action(self) -> np.ndarray:
-        """Damped least squares on the fingertip Jacobian toward the goal fingertip: float32 [2] in [-1, 1]."""
+    def sample_goal_position(self, rng: np.random.Generator) -> np.ndarray:
+        """The fingertip position of random joint angles (as goals are drawn): float64 [2]."""
+        return self._fingertip_at(self._random_angles(rng))
+
+    def scripted_action(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Damped least squares on the fingertip Jacobian toward ``goal`` (default the episode's): float32 [2]."""
+        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
         mujoco.mj_jacGeom(self.model, self.data, self._jacobian, None, self._geom_ids["fingertip"])
         jacobian = self._jacobian[:2]
-        error = self.goal - self.object_positions()["fingertip"]
+        error = goal - self.object_positions()["fingertip"]
         damping = 0.05**2 * np.eye(2)
         joint_velocity = jacobian.T @ np.linalg.solve(jacobian @ jacobian.T + damping, 6.0 * error)
         # full action holds about 4 rad/s against the joint damping; subtract a little of the current speed

@@ -186,6 +186,24 @@ def test_scripted_policy_solves_and_random_does_not(env_id: str) -> None:
     env.close()
 
 
+def test_scripted_action_reaches_any_sampled_goal(env_id: str) -> None:
+    # the expert also drives the goal object to a goal of the caller's choosing (the subgoals policy's use)
+    env = make(env_id).unwrapped
+    env.reset(seed=5)
+    rng = np.random.default_rng(1)
+    reached = 0
+    for _ in range(2):
+        target = env.sample_goal_position(rng)
+        assert target.shape == (2,)
+        for _ in range(100):
+            env.step(env.scripted_action(target))
+            if np.linalg.norm(env.object_positions()[env.goal_object] - target) < env.success_threshold:
+                reached += 1
+                break
+    assert reached == 2
+    env.close()
+
+
 def test_push_starts_without_contact() -> None:
     env = make("worldvid/Push-v0").unwrapped
     for seed in range(40):

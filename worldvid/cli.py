@@ -116,12 +116,14 @@ def _print_table(rows: dict) -> None:
 
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:
+    from worldvid.data.policies import POLICIES
+
     p = sub.add_parser("collect", help="collect episodes of an env into an HDF5 episode store (Ray-parallel)")
     p.add_argument("--env", required=True, help="Gymnasium id, e.g. worldvid/PointReach-v0 or Reacher-v5")
     p.add_argument("--episodes", type=int, required=True, help="number of episodes; episode i uses seed S+i")
     p.add_argument("--out", required=True, help="store folder (re-running into it completes what is missing)")
     p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: in this process)")
-    p.add_argument("--policy", default="mixed", choices=["random", "scripted", "mixed"], help="collection policy")
+    p.add_argument("--policy", default="mixed", choices=sorted(POLICIES), help="collection policy")
     p.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
     p.add_argument("--seed", type=int, default=0, help="base seed S")
     p.add_argument("--episodes-per-shard", type=int, default=10, help="episodes per HDF5 shard file")
@@ -193,7 +195,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput figures on this machine, as a table and JSON")
-    p.add_argument("--sections", nargs="+", help="subset of: peak model sim train dream memory (default: all)")
+    p.add_argument("--sections", nargs="+", help="subset of: peak model sim train dream memory plan eval (default: all)")
     p.add_argument("--out", help="JSON file for the figures")
     p.set_defaults(func=_cmd_bench)
 

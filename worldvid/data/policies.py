@@ -97,7 +97,55 @@ class MixedPolicy:
         return self._random(observation) if self._t <= self._switch else self._scripted(observation)
 
 
-POLICIES = {"random": CorrelatedNoisePolicy, "scripted": ScriptedPolicy, "mixed": MixedPolicy}
+class SubgoalPolicy:
+    """The expert chasing a chain of random sub-goals, with bursts of random actions: long, contact-rich play.
+
+    The task's expert drives its goal object toward a sub-goal drawn by ``env.unwrapped.sample_goal_position``;
+    a new one is drawn when the object gets there (within the task's success threshold) or after ``patience``
+    steps. Each step a random burst (``burst`` = (min, max) steps of correlated random actions) starts with
+    probability ``burst_probability``. Where the expert alone reaches the goal and then idles, this policy keeps
+    the scene moving: on Push the block moves in about twice as many steps as under ``mixed``.
+    """
+
+    name = "subgoals"
+
+    def __init__(self, patience: int = 40, burst_probability: float = 0.05, burst: tuple[int, int] = (3, 10)) -> None:
+        if patience < 1 or not 0.0 <= burst_probability <= 1.0 or not 1 <= burst[0] <= burst[1]:
+            raise ValueError(f"bad SubgoalPolicy settings: patience={patience}, burst={burst_probability}, {burst}")
+        self.patience, self.burst_probability, self.burst = patience, burst_probability, burst
+        self._random, self._noise = CorrelatedNoisePolicy(), CorrelatedNoisePolicy(beta=0.5, scale=0.1)
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        task = env.unwrapped
+        if not hasattr(task, "sample_goal_position") or not hasattr(task, "scripted_action"):
+            raise ValueError(f"{env.spec.id if env.spec else env} has no scripted policy; use --policy random")
+        self._env, self._task, self._rng = env, task, rng
+        self._random.reset(env, rng)
+        self._noise.reset(env, rng)
+        self._burst_left = 0
+        self._new_subgoal()
+
+    def _new_subgoal(self) -> None:
+        self.subgoal = np.asarray(self._task.sample_goal_position(self._rng), dtype=np.float64)
+        self._steps_on_subgoal = 0
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        task = self._task
+        reached = np.linalg.norm(task.object_positions()[task.goal_object] - self.subgoal) < task.success_threshold
+        if reached or self._steps_on_subgoal >= self.patience:
+            self._new_subgoal()
+        self._steps_on_subgoal += 1
+        if self._burst_left == 0 and self._rng.random() < self.burst_probability:
+            self._burst_left = int(self._rng.integers(self.burst[0], self.burst[1] + 1))
+        if self._burst_left > 0:
+            self._burst_left -= 1
+            return self._random(observation)
+        space = self._env.action_space
+        action = task.scripted_action(self.subgoal) + self._noise.step_unit() * (space.high - space.low) / 2.0
+        return np.clip(action, space.low, space.high).astype(np.float32)
+
+
+POLICIES = {"random": CorrelatedNoisePolicy, "scripted": ScriptedPolicy, "mixed": MixedPolicy, "subgoals": SubgoalPolicy}
 """Policy name -> class, as ``worldvid collect --policy`` names them."""
 
 
