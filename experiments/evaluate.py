@@ -29,6 +29,7 @@ import torch
 from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
 from agents.costs import COSTS, REDUCTIONS, make_cost
 from agents.mpc import EpisodeResult, run_episode, summarize_episodes
+from worldvid.atomic import write_json_atomic
 
 DEFAULT_SIZE = 32
 """Frame size when no model fixes it (oracle, random)."""
@@ -319,7 +320,7 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
     if folder is not None:
         record = {"summary": summary, "config": asdict(config),
                   "episodes": [dict(index=i, **r.summary()) for i, r in zip(indices, ordered)]}
-        (folder / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json_atomic(folder / "summary.json", record, indent=2)
     return PlanEvalReport(summary, ordered, folder)
 
 

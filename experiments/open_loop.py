@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from worldvid.atomic import write_json_atomic
 from worldvid.data.store import EpisodeStore
 from worldvid.evaluate import controllability, evaluate_open_loop
 from worldvid.model import WorldModel
@@ -86,9 +87,7 @@ def run_open_loop_evaluation(
         seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
         report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, horizon), seed=seed)
     out = Path(out) if out else (run or model_path) / "eval.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out)
+    write_json_atomic(out, report)
     report["json"] = str(out)
     if print_table:
         print(format_report(report))

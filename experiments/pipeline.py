@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE
 
 
@@ -73,7 +74,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     root = Path(config.out)
     data, run = root / "data", root / "run"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "demo_config.json").write_text(json.dumps(asdict(config), indent=1))
+    write_json_atomic(root / "demo_config.json", asdict(config))
 
     _stage(f"collect {config.episodes} episodes of {config.env_id}", False)  # collect resumes shard by shard
     collect(config.env_id, config.episodes, data, workers=config.workers, size=config.size, seed=config.seed)
@@ -118,7 +119,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
             "open_loop_json": str(eval_json), "planning": str(root / "plan"), "videos": str(videos),
         },
     }
-    (root / "results.json").write_text(json.dumps(result, indent=1))
+    write_json_atomic(root / "results.json", result)
     print("\n" + format_results(result))
     return result
 

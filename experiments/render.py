@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from worldvid.atomic import write_json_atomic
 from worldvid.video import error_panel, side_by_side, upscale, write_video
 
 FRESH_SEED = 1_000_000
@@ -30,12 +31,6 @@ MIN_PANEL_PIXELS = 128
 def default_scale(frame_size: int) -> int:
     """The smallest integer factor that makes a frame_size panel at least ``MIN_PANEL_PIXELS`` tall (>= 1)."""
     return max(1, math.ceil(MIN_PANEL_PIXELS / frame_size))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- one comparison video
@@ -71,7 +66,7 @@ def comparison_video(
     video = write_video(path, frames, fps=fps)
     scores = psnr(imagined, real)
     sidecar = video.with_suffix(".json")
-    _write_json(sidecar, {**(meta or {}), "video": video.name, "horizon": int(len(real)),
+    write_json_atomic(sidecar, {**(meta or {}), "video": video.name, "horizon": int(len(real)),
                           "psnr": [round(float(s), 4) for s in scores], "mean_psnr": round(float(scores.mean()), 4)})
     return video, sidecar
 
@@ -229,7 +224,7 @@ def planning_video(
     )
     video = write_video(path, frames, fps=fps)
     if meta is not None:
-        _write_json(video.with_suffix(".json"), {**meta, "video": video.name, "decisions": len(futures)})
+        write_json_atomic(video.with_suffix(".json"), {**meta, "video": video.name, "decisions": len(futures)})
     return video
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from worldvid.atomic import write_json_atomic
 from worldvid.data.episode import Episode
 
 MANIFEST = "manifest.json"
@@ -97,15 +98,6 @@ class StoreSpec:
         return list(range(start, min(start + self.episodes_per_shard, num_episodes)))
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def shard_name(index: int) -> str:
     """File name of shard ``index``."""
     return f"shard_{index:05d}.h5"
@@ -155,7 +147,7 @@ class EpisodeStore:
             if root.exists() and any(root.glob("shard_*.h5")):
                 raise StoreMismatchError(f"{root} holds shard files but no {MANIFEST}; refusing to overwrite them")
             root.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(root / MANIFEST, {"format": FORMAT_VERSION, "spec": spec.to_dict(), "shards": {}})
+            write_json_atomic(root / MANIFEST, {"format": FORMAT_VERSION, "spec": spec.to_dict(), "shards": {}})
             store = cls(root)
         for leftover in root.glob(f"*{_TMP_SUFFIX}*"):
             leftover.unlink()
@@ -194,7 +186,7 @@ class EpisodeStore:
 
     def _save_manifest(self) -> None:
         shards = {str(k): self._shards[k] for k in sorted(self._shards)}
-        _write_json_atomic(self.root / MANIFEST, {"format": FORMAT_VERSION, "spec": self.spec.to_dict(), "shards": shards})
+        write_json_atomic(self.root / MANIFEST, {"format": FORMAT_VERSION, "spec": self.spec.to_dict(), "shards": shards})
 
     # ------------------------------------------------------------------ contents
     def has_shard(self, index: int, num_episodes: int) -> bool:

@@ -1,0 +1,37 @@
+"""Atomic file writes: write to a temporary name beside the target, flush to disk, then rename over it.
+
+A reader (or a process killed mid-write) sees either the old file or the whole new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A per-process temporary name beside ``path`` (hidden, ends in ``.tmp<pid>``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsync before the rename); returns the path."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 1) -> Path:
+    """``data`` as JSON (UTF-8, trailing newline) written atomically to ``path``; returns the path."""
+    return write_bytes_atomic(path, (json.dumps(data, indent=indent) + "\n").encode())

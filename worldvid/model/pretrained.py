@@ -1,0 +1,145 @@
+"""Checkpoint folders of a ``WorldModel``: ``config.json`` + ``model.safetensors`` (diffusers' layout).
+
+The weights carry a SHA-256 of every tensor in their metadata, so a corrupt file is refused by name; a folder
+is replaced atomically (written beside it, then swapped in by rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch import Tensor
+
+from worldvid.model.config import WorldModelConfig
+
+if TYPE_CHECKING:
+    from worldvid.model.world_model import WorldModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+_CHECKSUM_KEY = "worldvid_sha256"
+
+
+def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
+    """Write ``model``'s ``config.json`` + ``model.safetensors`` into folder ``path``, atomically; returns the path.
+
+    The files are written to a temporary sibling folder that then replaces ``path`` by rename, so an
+    existing checkpoint is never left half-overwritten. Other files already in ``path`` are carried over.
+    """
+    from safetensors.torch import save_file
+
+    import worldvid
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot save a world model to {path}: it exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        config = {"_class_name": type(model).__name__, "_worldvid_version": worldvid.__version__,
+                  "_format_version": FORMAT_VERSION, **model.config.to_dict()}
+        _write_synced(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", _CHECKSUM_KEY: _checksum(state)})
+        _fsync(tmp / WEIGHTS_NAME)
+        if path.exists():
+            for entry in path.iterdir():
+                if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, tmp / entry.name)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old)  # onto the empty folder mkdtemp made
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: bool | None = None,
+                expect: Mapping[str, Any] | None = None, **used_with: Any) -> "WorldModel":
+    """A ``cls`` model (on the CPU, train mode) from a folder written by ``save_folder``.
+
+    ``expect`` / ``used_with`` (frame_size, action_dim, context, env_id): what the model will be used with; a
+    mismatch raises ValueError naming the field. A missing file raises FileNotFoundError and a corrupt one
+    ValueError, each naming the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no world-model checkpoint folder at {path}")
+    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for file in (config_file, weights_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"world-model checkpoint {path} is missing {file.name} ({file})")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupt world-model config {config_file}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"corrupt world-model config {config_file}: expected a JSON object")
+    try:
+        config = WorldModelConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid world-model config {config_file}: {e}") from e
+
+    model = cls(config, autocast=autocast, channels_last=False)
+    try:
+        model.check_compatible(expect=expect, **used_with)
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path}: {e}") from e
+
+    try:
+        with safe_open(str(weights_file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"corrupt world-model weights {weights_file}: {e}") from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"world-model weights {weights_file} do not match {config_file}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}")
+    checksum = metadata.get(_CHECKSUM_KEY)
+    if checksum is not None and checksum != _checksum(state):
+        raise ValueError(f"corrupt world-model weights {weights_file}: checksum mismatch")
+    model.load_state_dict(state)
+    return model
+
+
+def _checksum(state: Mapping[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_synced(file: Path, data: bytes) -> None:
+    with open(file, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync(file: Path) -> None:
+    with open(file, "rb") as f:
+        os.fsync(f.fileno())
