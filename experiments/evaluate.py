@@ -10,12 +10,9 @@ existing cluster call ``ray.init(address=...)`` first. Writes ``summary.json`` a
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import math
 import os
-import sys
 import time
 import warnings
 from collections import deque
@@ -27,7 +24,7 @@ import numpy as np
 import torch
 
 from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
-from agents.costs import COSTS, REDUCTIONS, make_cost
+from agents.costs import COSTS, make_cost
 from agents.mpc import EpisodeResult, run_episode, summarize_episodes
 from worldvid.atomic import write_json_atomic
 
@@ -332,80 +329,3 @@ def _write_episode_video(path: Path, result: EpisodeResult) -> None:
     futures = list(result.imagined) if result.imagined is not None else [None] * len(result.decision_steps)
     path.parent.mkdir(parents=True, exist_ok=True)
     planning_video(real, result.goal_frame, futures, path, meta=result.summary())
-
-
-# ---------------------------------------------------------------------------- command line
-def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``worldvid plan`` to a subparsers object (``worldvid/cli.py``)."""
-    defaults = PlannerConfig()
-    p = subparsers.add_parser("plan", help="evaluate a goal-image planner (world model or oracle) over episodes")
-    p.add_argument("--model", help="training run folder (or its model folder); not needed with --oracle or random")
-    p.add_argument("--env", required=True, help="task id, e.g. worldvid/PointReach-v0")
-    p.add_argument("--planner", default="cem", choices=list(PLANNER_NAMES), help="search method (random: baseline)")
-    p.add_argument("--oracle", action="store_true", help="imagine in the true simulator (upper bound)")
-    p.add_argument("--cost", default="keypoint", choices=list(COSTS), help="goal-image cost")
-    p.add_argument("--episodes", type=int, default=30, help="episodes; episode i uses seed S+i")
-    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: in this process)")
-    p.add_argument("--out", required=True, help="folder for summary.json and episodes/*.npz")
-    p.add_argument("--seed", type=int, default=0, help="base seed S")
-    p.add_argument("--candidates", type=int, default=defaults.candidates, help="candidates per iteration")
-    p.add_argument("--horizon", type=int, default=defaults.horizon, help="imagined steps per candidate")
-    p.add_argument("--iterations", type=int, default=defaults.iterations, help="sampling rounds per decision")
-    p.add_argument("--elites", type=int, default=defaults.elites, help="CEM elites")
-    p.add_argument("--temperature", type=float, default=defaults.temperature, help="MPPI temperature")
-    p.add_argument("--reduce", default=defaults.reduce, choices=list(REDUCTIONS), help="per-frame cost reduction")
-    p.add_argument("--execute", type=int, default=1, help="actions executed per decision before replanning")
-    p.add_argument("--num-steps", type=int, default=1, help="denoising steps per imagined frame (0: the model's)")
-    p.add_argument("--size", type=int, help="frame size (default: the model's, else 32)")
-    p.add_argument("--max-steps", type=int, help="cap on steps per episode (default: the task's time limit)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
-    p.add_argument("--no-early-stop", action="store_true", help="run to the time limit; success = at the end")
-    p.add_argument("--video", action="store_true", help="also write real | imagined | goal videos")
-    p.set_defaults(func=_cmd_plan)
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> PlanEvalConfig:
-    """The ``PlanEvalConfig`` of parsed ``worldvid plan`` arguments."""
-    planner = PlannerConfig(candidates=args.candidates, horizon=args.horizon, iterations=args.iterations,
-                            elites=min(args.elites, args.candidates) if args.candidates > 0 else args.elites,
-                            temperature=args.temperature, reduce=args.reduce)
-    return PlanEvalConfig(
-        env_id=args.env, planner=args.planner, cost=args.cost, oracle=args.oracle, model=args.model,
-        episodes=args.episodes, workers=args.workers, seed=args.seed, size=args.size, execute=args.execute,
-        num_steps=args.num_steps or None, max_steps=args.max_steps, stop_on_success=not args.no_early_stop,
-        cpus_per_worker=args.cpus_per_worker, planner_config=planner)
-
-
-def _cmd_plan(args: argparse.Namespace) -> int:
-    report = evaluate_planner(config_from_args(args), out=args.out, video=args.video)
-    print(format_table([report.summary]))
-    print(f"wrote {Path(args.out) / 'summary.json'}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.evaluate plan ...`` (as ``worldvid plan``) or ``... table OUT_DIR...``
-    (one Markdown table of several evaluations' summary.json files)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_plan_command(sub)
-    table = sub.add_parser("table", help="tabulate the summary.json of several plan out folders")
-    table.add_argument("dirs", nargs="+", help="out folders of worldvid plan")
-    table.set_defaults(func=_cmd_table)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _cmd_table(args: argparse.Namespace) -> int:
-    rows = [json.loads((Path(d) / "summary.json").read_text())["summary"] for d in args.dirs]
-    print(format_table(rows))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

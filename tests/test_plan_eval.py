@@ -107,3 +107,7 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     bad = subprocess.run(command[:-5] + ["--candidates", "0", "--model", str(tiny_run)], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "candidates must be a positive integer" in bad.stderr
+    table = subprocess.run([sys.executable, "-m", "worldvid.cli", "table", str(out), str(out)], capture_output=True,
+                           text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("| cem/blur/oracle |") == 2

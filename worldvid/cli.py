@@ -211,11 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_demo(sub)
     _add_sweep(sub)
-    from experiments.evaluate import add_plan_command
+    from experiments.plan_cli import add_plan_command, add_table_command
     from experiments.render import add_render_command
 
     add_render_command(sub)
     add_plan_command(sub)
+    add_table_command(sub)
     return parser
 
 
