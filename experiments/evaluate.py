@@ -250,11 +250,18 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
     row.update(summarize_episodes(results))
     budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
     row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
+    row["budget"] = budget_label(config)
     row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
     return row
 
 
-TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("success_rate", "success", "{:.0%}"),
+def budget_label(config: PlanEvalConfig) -> str:
+    """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2'."""
+    p = config.planner_config
+    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}"
+
+
+TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("budget", "cand x hor x iter", "{}"), ("success_rate", "success", "{:.0%}"),
                  ("success_ci95", "95% CI", "[{0[0]:.0%}, {0[1]:.0%}]"),
                  ("final_distance_mean", "final dist", "{:.3f}"), ("seconds_per_decision", "s/decision", "{:.3f}"),
                  ("model_calls_per_action", "calls/action", "{:.2f}"), ("episodes", "episodes", "{}"),

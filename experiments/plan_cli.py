@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agents import PLANNER_NAMES, PlannerConfig
 from agents.costs import COSTS, REDUCTIONS
-from experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
+from experiments.evaluate import PlanEvalConfig, budget_label, evaluate_planner, format_table
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -74,6 +74,14 @@ def add_table_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    rows = [json.loads((Path(d) / "summary.json").read_text())["summary"] for d in args.dirs]
+    rows = []
+    for folder in args.dirs:
+        record = json.loads((Path(folder) / "summary.json").read_text())
+        row = record["summary"]
+        if "budget" not in row:  # written before the column existed: rebuild it from the saved config
+            saved = dict(record["config"])
+            saved["planner_config"] = PlannerConfig(**saved["planner_config"])
+            row["budget"] = budget_label(PlanEvalConfig(**saved))
+        rows.append(row)
     print(format_table(rows))
     return 0

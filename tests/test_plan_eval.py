@@ -84,10 +84,10 @@ def test_wilson_interval_and_table():
     low, high = wilson_interval(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    row = {"label": "cem/keypoint/oracle", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
+    row = {"label": "cem/keypoint/oracle", "budget": "32x6x2", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
            "final_distance_mean": 0.04, "seconds_per_decision": 0.2, "model_calls_per_action": 3.0, "episodes": 10,
            "episodes_per_second": 0.5}
-    assert "| cem/keypoint/oracle | 100% | [72%, 100%] |" in format_table([row])
+    assert "| cem/keypoint/oracle | 32x6x2 | 100% | [72%, 100%] |" in format_table([row])
 
 
 def test_plan_cli_end_to_end(tiny_run, tmp_path):
@@ -110,4 +110,4 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     table = subprocess.run([sys.executable, "-m", "worldvid.cli", "table", str(out), str(out)], capture_output=True,
                            text=True, timeout=120)
     assert table.returncode == 0, table.stderr
-    assert table.stdout.count("| cem/blur/oracle |") == 2
+    assert table.stdout.count("| cem/blur/oracle | 8x3x1 |") == 2
