@@ -4,7 +4,8 @@ Each section returns a flat dict of figures; ``run_bench`` prints them as a tabl
 Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16), ``model`` (denoiser GFLOP/s and its fraction
 of the peak, imagined frames/s at batch 1 and 64), ``sim`` (true-simulator frames/s), ``train``
 (training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector of 16), ``memory`` (peak RSS of
-training on 100 vs 1,000 episodes).
+training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at the default budget) and
+``eval`` (evaluation episodes/s with 1 and 2 Ray workers); the last two live in ``experiments.bench_plan``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from worldvid.atomic import write_json_atomic
 from worldvid.model import WorldModel, WorldModelConfig
 
 
@@ -202,9 +204,21 @@ def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
     return peak_rss_mb()
 
 
+def _bench_plan() -> dict[str, float]:
+    from experiments.bench_plan import bench_planners
+
+    return bench_planners()
+
+
+def _bench_eval() -> dict[str, float]:
+    from experiments.bench_plan import bench_eval_scaling
+
+    return bench_eval_scaling()
+
+
 SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
     "peak": bench_peak, "model": bench_model, "sim": bench_sim, "train": bench_train, "dream": bench_dream,
-    "memory": bench_memory,
+    "memory": bench_memory, "plan": _bench_plan, "eval": _bench_eval,
 }
 
 
@@ -222,5 +236,5 @@ def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None =
     for key, value in results.items():
         print(f"{key:{width}s}  {value:12.4g}")
     if out:
-        Path(out).write_text(json.dumps(results, indent=1))
+        write_json_atomic(out, results)
     return results

@@ -59,3 +59,19 @@ def test_bench_json_fields_present_and_positive(tmp_path):
     figures = json.loads(out.read_text())
     for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "sim_frames_per_s"):
         assert figures[key] > 0, key
+
+
+def test_bench_planner_latency_and_eval_scaling_sections(ray_session):
+    from agents import PLANNER_NAMES, PlannerConfig
+    from experiments.bench_plan import bench_eval_scaling, bench_planners
+
+    budget = PlannerConfig(candidates=4, horizon=2, iterations=1)
+    latency = bench_planners(decisions=2, planner_config=budget)
+    assert latency["planner_candidates"] == 4 and latency["planner_horizon"] == 2
+    for planner in PLANNER_NAMES:
+        assert latency[f"decision_s_{planner}"] > 0, planner
+    assert latency["decision_s_random"] < latency["decision_s_cem"]  # random imagines nothing
+    scaling = bench_eval_scaling(episodes=2, steps=2, planner_config=budget)
+    for key in ("eval_episodes_per_s_1_workers", "eval_episodes_per_s_2_workers", "eval_speedup_2_workers",
+                "eval_decision_s_1_workers", "eval_decision_s_2_workers"):
+        assert scaling[key] > 0, key
