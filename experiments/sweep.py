@@ -143,6 +143,41 @@ def _metric_names(family: str) -> tuple[str, ...]:
     return ("parameters", "train_seconds", "final_loss", "error_px_step8", "copy_error_px_step8", "ratio_vs_copy", "psnr_step8")
 
 
+def _plot_planners(table: Any, plt: Any) -> Any:
+    """Two panels against seconds per decision: success rate (with the Pareto frontier) and final distance.
+
+    Colour = planner, marker = denoising steps, label = candidates x horizon; the second panel still ranks
+    settings when every one of them succeeds.
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    x, y = table["seconds_per_decision"], table["success_rate"]
+    order = sorted(range(len(x)), key=lambda i: x.iloc[i])
+    frontier, best = [], -1.0
+    for i in order:  # cheapest first: a point is on the frontier if nothing cheaper succeeds as often
+        if y.iloc[i] > best:
+            frontier.append(i)
+            best = y.iloc[i]
+    ax.plot(x.iloc[frontier], y.iloc[frontier], "k--", lw=1, label="frontier")
+    colors = dict(zip(sorted(set(table["planner"])), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    markers = dict(zip(sorted(set(table["num_steps"])), "os^Dv<>"))
+    for panel, metric in ((ax, "success_rate"), (ax2, "final_distance_mean")):
+        for k, r in enumerate(table.itertuples()):
+            value = getattr(r, metric)
+            panel.scatter(r.seconds_per_decision, value, color=colors[r.planner], marker=markers[r.num_steps],
+                          label=f"{r.planner}, {r.num_steps} denoising step(s)")
+            panel.annotate(f"n{r.candidates} h{r.horizon}", (r.seconds_per_decision, value), fontsize=7,
+                           xytext=(3, 4 if k % 2 else -9), textcoords="offset points")
+        panel.set_xlabel("seconds per decision")
+        panel.grid(alpha=0.3)
+    ax.set_ylim(-0.03, 1.08)
+    ax.set_ylabel("success rate")
+    ax2.set_ylabel("final distance to goal (world units)")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    return fig
+
+
 def _plot(table: Any, family: str, path: Path) -> None:
     """Planner family: success against seconds per decision, with the Pareto frontier. Model family: error vs size."""
     import matplotlib
@@ -150,29 +185,19 @@ def _plot(table: Any, family: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
     if family == "planner":
-        x, y = table["seconds_per_decision"], table["success_rate"]
-        labels = [f"{r.planner} s{r.num_steps} n{r.candidates} h{r.horizon}" for r in table.itertuples()]
-        order = sorted(range(len(x)), key=lambda i: x.iloc[i])
-        frontier, best = [], -1.0
-        for i in order:  # cheapest first: a point is on the frontier if nothing cheaper succeeds as often
-            if y.iloc[i] > best:
-                frontier.append(i)
-                best = y.iloc[i]
-        ax.plot(x.iloc[frontier], y.iloc[frontier], "k--", lw=1, label="frontier")
-        ax.set_xlabel("seconds per decision")
-        ax.set_ylabel("success rate")
+        fig = _plot_planners(table, plt)
     else:
+        fig, ax = plt.subplots(figsize=(6, 4))
         x, y = table["parameters"], table["ratio_vs_copy"]
         labels = ["-".join(map(str, c)) for c in table["channels"]]
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
         ax.set_ylabel("copy-last-frame error / model error (step 8)")
-    ax.scatter(x, y)
-    for xi, yi, label in zip(x, y, labels):
-        ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.grid(alpha=0.3)
+        ax.scatter(x, y)
+        for xi, yi, label in zip(x, y, labels):
+            ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
