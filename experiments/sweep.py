@@ -109,6 +109,11 @@ def run_sweep(
                 raise FileNotFoundError(f"{key} {fixed[key]} does not exist")
             fixed = {**fixed, key: str(Path(fixed[key]).resolve())}  # trials run in other working directories
     grid = grid or (PLANNER_GRID if family == "planner" else MODEL_GRID)
+    if family == "model":  # a bad width fails here, naming it, not later inside a trial
+        from worldvid.model import WorldModelConfig
+
+        for channels in grid.get("channels", []):
+            WorldModelConfig(action_dim=1, block_channels=tuple(channels))
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():

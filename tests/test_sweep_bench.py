@@ -52,6 +52,15 @@ def test_model_family_trial_trains_and_reports(tiny):
     assert figures["error_px_step8"] >= 0 and figures["copy_error_px_step8"] >= 0 and figures["ratio_vs_copy"] > 0
 
 
+def test_model_sweep_refuses_bad_widths_before_any_work(tiny, tmp_path):
+    from experiments.sweep import run_sweep
+
+    with pytest.raises(ValueError, match="divisible by norm_groups"):
+        run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0},
+                  grid={"channels": [[16, 32], [12, 24]]})
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_bench_json_fields_present_and_positive(tmp_path):
     out = tmp_path / "bench.json"
     done = run(["bench", "--sections", "peak", "sim", "--out", str(out)])
