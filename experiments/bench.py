@@ -161,7 +161,16 @@ def bench_dream(model: str | os.PathLike | None = None, num_envs: tuple[int, ...
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB."""
+    """This process's peak resident memory in MiB.
+
+    Read from ``VmHWM`` in /proc/self/status where it exists: ``getrusage``'s ``ru_maxrss`` survives ``execve``,
+    so a child started by a large parent would report the parent's peak instead of its own.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
