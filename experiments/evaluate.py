@@ -26,7 +26,7 @@ import torch
 from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
 from agents.costs import COSTS, make_cost
 from agents.mpc import EpisodeResult, run_episode, summarize_episodes
-from worldvid.atomic import write_json_atomic
+from worldvid.atomic import save_npz_atomic, write_json_atomic
 
 DEFAULT_SIZE = 32
 """Frame size when no model fixes it (oracle, random)."""
@@ -306,7 +306,7 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
     def on_result(index: int, result: EpisodeResult) -> None:
         results[index] = result
         if folder is not None:
-            np.savez_compressed(folder / "episodes" / f"episode_{index:04d}.npz", **result.arrays())
+            save_npz_atomic(folder / "episodes" / f"episode_{index:04d}.npz", **result.arrays())
             if video:
                 _write_episode_video(folder / "videos" / f"episode_{index:04d}.mp4", result)
         if progress:

@@ -5,10 +5,13 @@ A reader (or a process killed mid-write) sees either the old file or the whole n
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -35,3 +38,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 1) -> Path:
     """``data`` as JSON (UTF-8, trailing newline) written atomically to ``path``; returns the path."""
     return write_bytes_atomic(path, (json.dumps(data, indent=indent) + "\n").encode())
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """``np.savez_compressed`` of ``arrays`` written atomically to ``path``; returns the path."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes_atomic(path, buffer.getvalue())
