@@ -55,7 +55,10 @@ class CorrelatedNoisePolicy:
 
 
 class ScriptedPolicy:
-    """The task's goal-seeking expert (``env.unwrapped.scripted_action()``) plus small correlated noise."""
+    """The task's goal-seeking expert (``env.unwrapped.scripted_action()``) plus small correlated noise.
+
+    ``toward(goal)`` steers the goal object to another goal (world (x, y)) instead of the episode's.
+    """
 
     name = "scripted"
 
@@ -69,8 +72,12 @@ class ScriptedPolicy:
         self._noise.reset(env, rng)
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
+        return self.toward(None)
+
+    def toward(self, goal: np.ndarray | None) -> np.ndarray:
+        """The noisy expert action toward ``goal`` (None: the episode's goal): float32 [A] in the action box."""
         space = self._env.action_space
-        action = self._env.unwrapped.scripted_action() + self._noise.step_unit() * (space.high - space.low) / 2.0
+        action = self._env.unwrapped.scripted_action(goal) + self._noise.step_unit() * (space.high - space.low) / 2.0
         return np.clip(action, space.low, space.high).astype(np.float32)
 
 
@@ -113,15 +120,15 @@ class SubgoalPolicy:
         if patience < 1 or not 0.0 <= burst_probability <= 1.0 or not 1 <= burst[0] <= burst[1]:
             raise ValueError(f"bad SubgoalPolicy settings: patience={patience}, burst={burst_probability}, {burst}")
         self.patience, self.burst_probability, self.burst = patience, burst_probability, burst
-        self._random, self._noise = CorrelatedNoisePolicy(), CorrelatedNoisePolicy(beta=0.5, scale=0.1)
+        self._random, self._scripted = CorrelatedNoisePolicy(), ScriptedPolicy()
 
     def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
         task = env.unwrapped
-        if not hasattr(task, "sample_goal_position") or not hasattr(task, "scripted_action"):
-            raise ValueError(f"{env.spec.id if env.spec else env} has no scripted policy; use --policy random")
-        self._env, self._task, self._rng = env, task, rng
+        if not hasattr(task, "sample_goal_position"):
+            raise ValueError(f"{env.spec.id if env.spec else env} cannot sample goals; use --policy mixed or random")
+        self._task, self._rng = task, rng
         self._random.reset(env, rng)
-        self._noise.reset(env, rng)
+        self._scripted.reset(env, rng)
         self._burst_left = 0
         self._new_subgoal()
 
@@ -140,9 +147,7 @@ class SubgoalPolicy:
         if self._burst_left > 0:
             self._burst_left -= 1
             return self._random(observation)
-        space = self._env.action_space
-        action = task.scripted_action(self.subgoal) + self._noise.step_unit() * (space.high - space.low) / 2.0
-        return np.clip(action, space.low, space.high).astype(np.float32)
+        return self._scripted.toward(self.subgoal)
 
 
 POLICIES = {"random": CorrelatedNoisePolicy, "scripted": ScriptedPolicy, "mixed": MixedPolicy, "subgoals": SubgoalPolicy}
