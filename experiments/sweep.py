@@ -9,9 +9,12 @@ and runs only the unfinished trials. Results go to ``OUT/results.csv`` and ``OUT
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
+
+from worldvid.atomic import write_bytes_atomic
 
 EXPERIMENT = "tune"
 """Name of the Tune experiment folder inside the sweep's output folder."""
@@ -135,7 +138,7 @@ def run_sweep(
         [c for c in frame.columns if not c.startswith("config/") and c in _metric_names(family)]
     table = frame[columns].rename(columns=lambda c: c.split("/", 1)[-1])
     table = table.sort_values(by=list(grid), key=lambda col: col.astype(str), ignore_index=True)  # trial order varies on restore
-    table.to_csv(out / "results.csv", index=False)
+    write_bytes_atomic(out / "results.csv", table.to_csv(index=False).encode())
     _plot(table, family, out / "frontier.png")
     print(table.to_string(index=False))
     print(f"results: {out / 'results.csv'}  plot: {out / 'frontier.png'}")
@@ -204,7 +207,7 @@ def _plot(table: Any, family: str, path: Path) -> None:
             ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buffer.getvalue())

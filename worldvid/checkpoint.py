@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from worldvid.atomic import write_bytes_atomic
 
 TRAINING_STATE = "training_state.pt"
 
@@ -40,14 +43,9 @@ def save_training_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> Pa
     The file is written under a temporary name, flushed and renamed, so a kill at any moment leaves
     either the previous checkpoint or the new one, never a half-written file.
     """
-    path = Path(run_dir) / TRAINING_STATE
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save({**state, "rng": rng_states()}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save({**state, "rng": rng_states()}, buffer)
+    return write_bytes_atomic(Path(run_dir) / TRAINING_STATE, buffer.getvalue())
 
 
 def load_training_state(run_dir: str | os.PathLike, restore_rng: bool = True) -> dict[str, Any]:
