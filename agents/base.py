@@ -144,6 +144,19 @@ class WorldModelDynamics:
 
 
 # ---------------------------------------------------------------------------- shared planner loop
+def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool = False) -> None:
+    """ValueError naming the first of ``owner``'s attributes ``names`` that is not a positive int.
+
+    optional: None is accepted too (a setting left to its default).
+    """
+    for name in names:
+        value = getattr(owner, name)
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
     """Search budget and hyper-parameters of the sampling planners (one config for all of them).
@@ -178,10 +191,7 @@ class PlannerConfig:
     """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
 
     def __post_init__(self) -> None:
-        for name in ("candidates", "horizon", "iterations", "elites"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("candidates", "horizon", "iterations", "elites"))
         if self.elites > self.candidates:
             raise ValueError(f"elites ({self.elites}) cannot exceed candidates ({self.candidates})")
         for name in ("init_std", "min_std", "temperature"):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
+from agents.base import require_positive_ints
 from agents.costs import COSTS, make_cost
 from agents.mpc import EpisodeResult, run_episode, summarize_episodes
 from worldvid.atomic import save_npz_atomic, write_json_atomic
@@ -91,12 +92,8 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
     """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input."""
     from worldvid.data.collect import canonical_env_id, make_pixel_env
 
-    for name in ("episodes", "workers", "execute", "max_steps"):
-        value = getattr(config, name)
-        if name == "max_steps" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    require_positive_ints(config, ("episodes", "workers", "execute"))
+    require_positive_ints(config, ("max_steps",), optional=True)  # None: the task's time limit
     if config.planner not in PLANNER_NAMES:
         raise ValueError(f"unknown planner {config.planner!r}; choose one of {list(PLANNER_NAMES)}")
     if config.cost not in COSTS:
