@@ -6,8 +6,9 @@ so each task-relevant object renders as one exact RGB value (``object_colors``) 
 colour in real or imagined frames (``worldvid.keypoints``).
 
 A task subclass provides the MJCF, class attributes ``object_geoms``, ``object_colors`` and
-``goal_object``, and three methods: ``_sample_task`` (start state and goal configuration),
-``scripted_action`` (an expert using the true state), ``sample_goal_position`` (a reachable goal) and ``__init__`` (its keyword arguments, EzPickle).
+``goal_object``, and four methods: ``_sample_task`` (start state and goal configuration),
+``scripted_action`` (an expert using the true state), ``sample_goal_position`` (a reachable goal) and
+``__init__`` (its keyword arguments, EzPickle).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ class PixelMujocoEnv(MujocoEnv):
     def sample_goal_position(self, rng: np.random.Generator) -> np.ndarray:
         """A reachable position for the goal object drawn with ``rng``: world (x, y), float64 [2]."""
         raise NotImplementedError
+
+    def _goal_or_default(self, goal: np.ndarray | None) -> np.ndarray:
+        """``goal`` as float64 [2], or the episode's goal when None (for ``scripted_action``)."""
+        return self.goal if goal is None else np.asarray(goal, dtype=np.float64)
 
     # ---------------------------------------------------------------- Gymnasium API
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -9,8 +9,9 @@ there is no goal frame (or ``cost=None``). ``terminated`` is always False; the r
 
 Reproducibility: the env's ``np_random`` (seeded by ``reset(seed=...)``) picks the start and seeds a
 ``torch.Generator`` that draws the sampler's initial noise, one draw per step from this env's own generator.
-Where a dream starts is ``envs/dream_start.py``. ``DreamVectorEnv`` keeps one generator per sub-env and draws each row's noise from it separately, so the noise
-a sub-env sees does not depend on the batch it is stepped in (see ``imagine_next``).
+``DreamVectorEnv`` keeps one generator per sub-env and draws each row's noise from it separately, so the noise
+a sub-env sees does not depend on the batch it is stepped in (see ``imagine_next``). Where a dream starts
+(a store or a real reset) is ``envs/dream_start.py``.
 """
 
 from __future__ import annotations

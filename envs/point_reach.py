@@ -57,8 +57,7 @@ class PointReachEnv(PixelMujocoEnv, utils.EzPickle):
 
     def scripted_action(self, goal: np.ndarray | None = None) -> np.ndarray:
         """P-controller on the true position toward ``goal`` (default the episode's): float32 [2] in [-1, 1]."""
-        target = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
-        return steer_to(self.data.qpos[:2], self.data.qvel[:2], target, gain=8.0, damping=0.3)
+        return steer_to(self.data.qpos[:2], self.data.qvel[:2], self._goal_or_default(goal), gain=8.0, damping=0.3)
 
     def sample_goal_position(self, rng: np.random.Generator) -> np.ndarray:
         """Uniform over the spawn square: float64 [2]."""

@@ -94,7 +94,7 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
 
         ``goal``: where the block should go, world (x, y) [2]; default the episode's goal.
         """
-        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
+        goal = self._goal_or_default(goal)
         pusher, velocity = self.data.qpos[:2], self.data.qvel[:2]
         block = self.data.qpos[2:4]
         to_goal = goal - block

@@ -76,7 +76,7 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
 
     def scripted_action(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Damped least squares on the fingertip Jacobian toward ``goal`` (default the episode's): float32 [2]."""
-        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
+        goal = self._goal_or_default(goal)
         mujoco.mj_jacGeom(self.model, self.data, self._jacobian, None, self._geom_ids["fingertip"])
         jacobian = self._jacobian[:2]
         error = goal - self.object_positions()["fingertip"]
