@@ -67,7 +67,7 @@ def comparison_video(
     scores = psnr(imagined, real)
     sidecar = video.with_suffix(".json")
     write_json_atomic(sidecar, {**(meta or {}), "video": video.name, "horizon": int(len(real)),
-                          "psnr": [round(float(s), 4) for s in scores], "mean_psnr": round(float(scores.mean()), 4)})
+                                "psnr": [round(float(s), 4) for s in scores], "mean_psnr": round(float(scores.mean()), 4)})
     return video, sidecar
 
 

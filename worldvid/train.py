@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from worldvid.checkpoint import CheckpointError, TRAINING_STATE, load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
-from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.model import CONFIG_NAME, WorldModel, WorldModelConfig
 
 MODEL_DIR = "model"
 
@@ -42,9 +42,9 @@ def model_dir(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     for candidate in (path / MODEL_DIR, path):
-        if (candidate / "config.json").is_file():
+        if (candidate / CONFIG_NAME).is_file():
             return candidate
-    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR}/config.json or {path}/config.json)")
+    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR / CONFIG_NAME} or {path / CONFIG_NAME})")
 
 
 class TrainingDivergedError(RuntimeError):
