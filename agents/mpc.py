@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import History, Plan
+from worldvid.data.episode import Episode
 
 
 class PlanningAgent(Protocol):
@@ -32,6 +33,8 @@ class EpisodeResult:
     goal_frame: uint8 [H, W, 3]. decision_steps: int [D], the step t at which each decision was made.
     latency_s: float [D], wall time of each decision. model_calls: float [D], imagination calls per decision.
     imagined: uint8 [D, horizon, H, W, 3], each decision's best imagined future (None without imagination).
+    rewards: float32 [T], terminated / truncated / step_success: bool [T], what ``env.step`` returned for each
+    executed action (``info["success"]`` for the last); with them the episode is training data (``to_episode``).
     """
 
     seed: int
@@ -45,6 +48,10 @@ class EpisodeResult:
     latency_s: np.ndarray
     model_calls: np.ndarray
     imagined: np.ndarray | None
+    rewards: np.ndarray | None = None
+    terminated: np.ndarray | None = None
+    truncated: np.ndarray | None = None
+    step_success: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -85,7 +92,24 @@ class EpisodeResult:
                "decision_steps": self.decision_steps, "latency_s": self.latency_s, "model_calls": self.model_calls}
         if self.imagined is not None:
             out["imagined"] = self.imagined
+        for name in ("rewards", "terminated", "truncated", "step_success"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
+
+    def to_episode(self, env_id: str, policy: str) -> Episode:
+        """The executed trajectory as a training ``Episode`` (frames, actions, rewards, flags, goal image).
+
+        ValueError when the per-step records are missing (a result not made by ``run_episode``) or the episode
+        has no step (it started at the goal)."""
+        if self.rewards is None or self.terminated is None or self.truncated is None:
+            raise ValueError(f"episode of seed {self.seed} has no per-step rewards and flags to record")
+        if self.steps == 0:
+            raise ValueError(f"episode of seed {self.seed} executed no action; there is nothing to record")
+        return Episode(frames=self.frames, actions=self.actions, rewards=self.rewards.astype(np.float32),
+                       terminated=self.terminated.astype(bool), truncated=self.truncated.astype(bool),
+                       goal_frame=self.goal_frame, env_id=env_id, seed=self.seed, policy=policy,
+                       success=None if self.step_success is None else self.step_success.astype(bool))
 
 
 def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int = 1, context: int = 4,
@@ -116,6 +140,7 @@ def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int
     history = History.start(observation, context, action_dim)
     frames, actions = [observation], []
     steps, latency, calls, imagined = [], [], [], []
+    rewards, terms, truncs, step_success = [], [], [], []
     success, first_success, distance = bool(info.get("success", False)), None, float(info.get("state_distance", np.nan))
     shift, t, terminated, truncated = 0, 0, False, False
     while t < limit and not (stop_on_success and success):
@@ -128,12 +153,16 @@ def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int
             imagined.append(plan.imagined)
         shift = 0
         for action in plan.actions[:execute]:
-            observation, _, terminated, truncated, info = env.step(action)
+            observation, reward, terminated, truncated, info = env.step(action)
             history = history.push(action, observation)
             frames.append(observation)
             actions.append(np.asarray(action, np.float32))
             t, shift = t + 1, shift + 1
             success, distance = bool(info.get("success", False)), float(info.get("state_distance", np.nan))
+            rewards.append(float(reward))
+            terms.append(bool(terminated))
+            truncs.append(bool(truncated))
+            step_success.append(success)
             if success and first_success is None:
                 first_success = t
             if terminated or truncated or t >= limit or (stop_on_success and success):
@@ -146,6 +175,8 @@ def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int
         goal_frame=goal, decision_steps=np.asarray(steps, np.int64), latency_s=np.asarray(latency),
         model_calls=np.asarray(calls, np.float64),
         imagined=np.stack(imagined) if imagined else None,
+        rewards=np.asarray(rewards, np.float32), terminated=np.asarray(terms, bool),
+        truncated=np.asarray(truncs, bool), step_success=np.asarray(step_success, bool),
     )
 
 

@@ -284,17 +284,21 @@ class PlanEvalReport:
 
 
 def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = None, video: bool = False,
-                     progress: bool = True, _crash_once_marker: str | None = None) -> PlanEvalReport:
+                     progress: bool = True, record: str | os.PathLike | None = None,
+                     _crash_once_marker: str | None = None) -> PlanEvalReport:
     """Run ``config.episodes`` MPC episodes and summarise them; see the module docstring.
 
     out: folder for summary.json and episodes/episode_XXXX.npz (nothing is written if None).
     video: also write videos/episode_XXXX.mp4 (real | imagined | error | goal side by side).
+    record: also write the executed episodes as an episode store (training data, e.g. for DAgger-style
+        fine-tuning on the states the planner visits); its spec is checked before any episode runs.
     """
     if video and importlib.util.find_spec("worldvid.video") is None:
         raise NotImplementedError("--video needs worldvid.video (side_by_side, write_video), which is missing")
     if video and out is None:
         raise ValueError("video needs an out folder")
     size, model = validate(config)
+    store = _record_store(config, size, record) if record is not None else None
     folder = Path(out) if out is not None else None
     if folder is not None:
         (folder / "episodes").mkdir(parents=True, exist_ok=True)
@@ -318,11 +322,30 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
     ordered = [results[i] for i in indices]
     summary = aggregate(ordered, time.perf_counter() - start, config)
     summary["frame_size"] = size
+    if store is not None:
+        store.write_episodes([r.to_episode(store.spec.env_id, store.spec.policy) for r in ordered])
+        summary["recorded_store"] = str(store.root)
     if folder is not None:
         record = {"summary": summary, "config": asdict(config),
                   "episodes": [dict(index=i, **r.summary()) for i, r in zip(indices, ordered)]}
         write_json_atomic(folder / "summary.json", record, indent=2)
     return PlanEvalReport(summary, ordered, folder)
+
+
+def _record_store(config: PlanEvalConfig, size: int, root: str | os.PathLike):
+    """The episode store the evaluation's episodes will be written to (made now, so a folder holding other
+    data fails before any work: ``StoreMismatchError``)."""
+    from worldvid.data.collect import canonical_env_id, make_pixel_env
+    from worldvid.data.store import EpisodeStore, StoreSpec
+
+    env = make_pixel_env(config.env_id, size)
+    try:
+        spec = StoreSpec(env_id=canonical_env_id(config.env_id), frame_shape=env.observation_space.shape,
+                         action_dim=int(np.prod(env.action_space.shape)), policy=f"plan:{config.label()}",
+                         seed=config.seed)
+    finally:
+        env.close()
+    return EpisodeStore.create(root, spec)
 
 
 def _write_episode_video(path: Path, result: EpisodeResult) -> None:

@@ -37,6 +37,7 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
     p.add_argument("--no-early-stop", action="store_true", help="run to the time limit; success = at the end")
     p.add_argument("--video", action="store_true", help="also write real | imagined | goal videos")
+    p.add_argument("--record", help="also write the executed episodes as an episode store (training data)")
     p.add_argument("--address", help="run on an existing Ray cluster (ray.init(address=...)), e.g. 'auto'")
     p.set_defaults(func=_cmd_plan)
     return p
@@ -59,9 +60,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         import ray
 
         ray.init(address=args.address, log_to_driver=False)
-    report = evaluate_planner(config_from_args(args), out=args.out, video=args.video)
+    report = evaluate_planner(config_from_args(args), out=args.out, video=args.video, record=args.record)
     print(format_table([report.summary]))
     print(f"wrote {Path(args.out) / 'summary.json'}")
+    if args.record:
+        print(f"recorded {len(report.results)} episodes into {args.record}")
     return 0
 
 

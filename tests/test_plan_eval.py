@@ -13,6 +13,7 @@ import pytest
 from agents import PlannerConfig
 from agents.mpc import wilson_interval
 from experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
+from worldvid.data.store import EpisodeStore, StoreMismatchError, StoreSpec
 from worldvid.model import WorldModel, WorldModelConfig
 
 POINT = "worldvid/PointReach-v0"
@@ -80,6 +81,17 @@ def test_bad_input_fails_before_any_work(tiny_run, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_recording_into_a_store_of_other_data_fails_before_any_episode(tmp_path):
+    store = tmp_path / "store"
+    EpisodeStore.create(store, StoreSpec(POINT, (16, 16, 3), 2, "mixed", 0))
+    config = PlanEvalConfig(env_id=POINT, planner="random", episodes=2, max_steps=3, size=16)
+    with pytest.raises(StoreMismatchError, match="policy is 'mixed' there, 'plan:random/-/-' asked"):
+        evaluate_planner(config, out=tmp_path / "out", record=store, progress=False)
+    assert not (tmp_path / "out").exists()
+    report = evaluate_planner(config, record=tmp_path / "fresh", progress=False)
+    assert report.summary["recorded_store"] == str(tmp_path / "fresh") and len(EpisodeStore(tmp_path / "fresh")) == 2
+
+
 def test_wilson_interval_and_table():
     low, high = wilson_interval(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
@@ -95,7 +107,7 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "plan"
     command = [sys.executable, "-m", "worldvid.cli", "plan", "--env", POINT, "--oracle", "--cost", "blur",
                "--episodes", "2", "--out", str(out), "--candidates", "8", "--horizon", "3", "--iterations", "1",
-               "--max-steps", "4", "--size", "16", "--seed", "5", "--video"]
+               "--max-steps", "4", "--size", "16", "--seed", "5", "--record", str(tmp_path / "store"), "--video"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| cem/blur/oracle |" in done.stdout
@@ -104,7 +116,16 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     assert sorted(p.name for p in (out / "episodes").iterdir()) == ["episode_0000.npz", "episode_0001.npz"]
     assert (out / "videos" / "episode_0001.mp4").stat().st_size > 0
     assert json.loads((out / "videos" / "episode_0001.json").read_text())["seed"] == 6  # the video's sidecar
-    bad = subprocess.run(command[:-5] + ["--candidates", "0", "--model", str(tiny_run)], capture_output=True,
+    store = EpisodeStore(tmp_path / "store")  # the executed episodes, as training data
+    assert store.spec.policy == "plan:cem/blur/oracle" and store.spec.seed == 5 and store.spec.frame_shape == (16, 16, 3)
+    saved = np.load(out / "episodes" / "episode_0001.npz")
+    recorded = store.read_episode(1)
+    assert recorded.seed == 6 and recorded.num_steps == len(saved["actions"])
+    np.testing.assert_array_equal(recorded.frames, saved["frames"])
+    np.testing.assert_array_equal(recorded.actions, saved["actions"])
+    np.testing.assert_array_equal(recorded.goal_frame, saved["goal_frame"])
+    assert recorded.rewards.shape == (recorded.num_steps,) and recorded.success.shape == (recorded.num_steps,)
+    bad = subprocess.run(command[:-7] + ["--candidates", "0", "--model", str(tiny_run)], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "candidates must be a positive integer" in bad.stderr
     table = subprocess.run([sys.executable, "-m", "worldvid.cli", "table", str(out), str(out)], capture_output=True,

@@ -132,3 +132,45 @@ def test_cli_train_then_evaluate(store_dir, tmp_path):
     assert len(report["model"]["psnr"]) == 4 and len(report["copy_last_frame"]["goal_object_error_px"]) == 4
     assert np.isfinite(report["model"]["object_error_px"]).all()
     assert set(report["controllability"]) >= {"matched", "real_divergence", "imagined_divergence", "passed"}
+
+
+def test_training_mixes_several_stores_by_weight(store_dir, tmp_path):
+    other = tmp_path / "other"
+    collect("worldvid/PointReach-v0", 5, other, size=16, episodes_per_shard=5, seed=100, policy="random", progress=False)
+    sampler = worldvid.train._StepBatches([10, 1000], 64, seed=0, start=0, steps=20, weights=(1.0, 1.0))
+    drawn = torch.tensor([i for batch in sampler for i in batch])
+    assert 0.4 < float((drawn < 10).float().mean()) < 0.6  # half from the 10-window store, not 1%
+    assert int(drawn.max()) < 1010
+    assert list(worldvid.train._StepBatches([10, 1000], 8, 0, 0, 5, weights=(0.0, 1.0)))[0] != []
+    assert all(i >= 10 for batch in worldvid.train._StepBatches([10, 1000], 8, 0, 0, 5, (0.0, 1.0)) for i in batch)
+    run = tmp_path / "run"
+    summary = train([store_dir, other], run, fast(2, data_weights=(1.0, 3.0)), tiny_config(), progress=False)
+    saved = json.loads((run / "train_config.json").read_text())
+    assert [s["data"] for s in saved["stores"]] == [str(store_dir.resolve()), str(other.resolve())]
+    assert saved["stores"][1]["held_out_episodes"] == [4] and saved["train"]["data_weights"] == [1.0, 3.0]
+    assert summary["train_episodes"] == 5 + 4
+    with pytest.raises(ValueError, match="2 data weights for 1 episode stores"):
+        train(store_dir, tmp_path / "r", fast(1, data_weights=(1.0, 1.0)), tiny_config(), progress=False)
+    with pytest.raises(ValueError, match="data_weights must be non-negative"):
+        fast(1, data_weights=(0.0, 0.0))
+    push = tmp_path / "push"
+    collect("worldvid/Push-v0", 2, push, size=16, episodes_per_shard=2, progress=False)
+    with pytest.raises(ValueError, match="one model trains on one task"):
+        train([store_dir, push], tmp_path / "r", fast(1), tiny_config(), progress=False)
+
+
+def test_fine_tuning_starts_from_another_runs_weights(store_dir, tmp_path):
+    base = tmp_path / "base"
+    train(store_dir, base, fast(3, seed=1), tiny_config(), progress=False)  # initial weights unlike seed 0's
+    start = WorldModel.from_pretrained(base / "model").state_dict()
+    tuned = tmp_path / "tuned"
+    train(store_dir, tuned, fast(1, lr=1e-9), init_from=base, progress=False)  # a negligible step from there
+    after = WorldModel.from_pretrained(tuned / "model").state_dict()
+    assert max(float((after[k] - start[k]).abs().max()) for k in start) < 1e-5
+    assert json.loads((tuned / "train_config.json").read_text())["init_from"] == str(base.resolve())
+    fresh = tmp_path / "fresh"
+    train(store_dir, fresh, fast(1, lr=1e-9), tiny_config(), progress=False)
+    scratch = WorldModel.from_pretrained(fresh / "model").state_dict()
+    assert max(float((scratch[k] - start[k]).abs().max()) for k in start) > 1e-2
+    with pytest.raises(ValueError, match="takes that model's configuration"):
+        train(store_dir, tmp_path / "r", fast(1), tiny_config(), init_from=base, progress=False)

@@ -56,10 +56,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.channels and not args.resume:
         from worldvid.data.store import EpisodeStore
 
-        spec = EpisodeStore(args.data).spec
+        spec = EpisodeStore(args.data[0]).spec
         model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id,
                                         block_channels=tuple(args.channels))
-    summary = train(args.data, args.out, TrainConfig(**overrides), model_config=model_config, resume=args.resume)
+    if args.data_weights:
+        overrides["data_weights"] = tuple(args.data_weights)
+    summary = train(args.data, args.out, TrainConfig(**overrides), model_config=model_config, resume=args.resume,
+                    init_from=args.init)
     _print_table(summary)
     return 0
 
@@ -132,7 +135,11 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a world model on an episode store (resumable)")
-    p.add_argument("--data", required=True, help="episode store folder (from worldvid collect)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="episode store folder(s) (worldvid collect, or worldvid plan --record) of one task")
+    p.add_argument("--data-weights", type=float, nargs="+",
+                   help="share of each batch drawn from each --data store (default: uniform over windows)")
+    p.add_argument("--init", help="start from this run's (or model folder's) weights: fine-tuning")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics, the model")
     p.add_argument("--steps", type=int, help="total optimizer steps (default 4000)")
     p.add_argument("--batch-size", type=int, help="windows per step (default 32)")

@@ -22,11 +22,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import CheckpointError, TRAINING_STATE, load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
@@ -83,8 +84,16 @@ class TrainConfig:
     """DataLoader worker processes (0: read in the training process)."""
     autocast: bool = True
     """bf16 autocast (CPU and CUDA): measured 1.4-2x faster for these small UNets on this CPU."""
+    data_weights: tuple[float, ...] | None = None
+    """With several episode stores: the share of each batch drawn from each (normalised); None: every window
+    equally likely, whatever store it is in."""
 
     def __post_init__(self) -> None:
+        if self.data_weights is not None:
+            weights = tuple(float(w) for w in self.data_weights)
+            if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
+                raise ValueError(f"data_weights must be non-negative with a positive sum, got {list(weights)}")
+            object.__setattr__(self, "data_weights", weights)
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -104,15 +113,28 @@ def _lr_factor(config: TrainConfig):
 
 
 class _StepBatches(torch.utils.data.Sampler):
-    """Batch indices for steps start..steps-1, batch s drawn by a generator seeded with (seed, s)."""
+    """Batch indices for steps start..steps-1, batch s drawn by a generator seeded with (seed, s).
 
-    def __init__(self, num_windows: int, batch_size: int, seed: int, start: int, steps: int) -> None:
-        self.n, self.b, self.seed, self.start, self.steps = num_windows, batch_size, seed, start, steps
+    sizes: windows of each concatenated dataset. weights: the share of each batch drawn from each (None:
+    uniform over all windows).
+    """
+
+    def __init__(self, sizes: list[int], batch_size: int, seed: int, start: int, steps: int,
+                 weights: tuple[float, ...] | None = None) -> None:
+        self.sizes, self.b, self.seed, self.start, self.steps = list(sizes), batch_size, seed, start, steps
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+        self.offsets = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
 
     def __iter__(self) -> Iterator[list[int]]:
+        n = sum(self.sizes)
         for step in range(self.start, self.steps):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            yield torch.randint(self.n, (self.b,), generator=g).tolist()
+            if self.weights is None:
+                yield torch.randint(n, (self.b,), generator=g).tolist()
+                continue
+            part = torch.multinomial(self.weights, self.b, replacement=True, generator=g)
+            within = (torch.rand(self.b, generator=g, dtype=torch.float64) * torch.tensor(self.sizes)[part]).long()
+            yield (self.offsets[part] + within).tolist()
 
     def __len__(self) -> int:
         return self.steps - self.start
@@ -169,14 +191,34 @@ class _MetricsLog:
             self.tb.close()
 
 
+def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
+    """The episode stores to train on; ValueError when they do not share env, frame shape and action size."""
+    if not data_dirs:
+        raise ValueError("need at least one episode store to train on")
+    stores = [EpisodeStore(d) for d in data_dirs]
+    first = stores[0].spec
+    for store in stores[1:]:
+        spec = store.spec
+        if (spec.env_id, spec.frame_shape, spec.action_dim) != (first.env_id, first.frame_shape, first.action_dim):
+            raise ValueError(f"{store.root} holds {spec.env_id} frames {list(spec.frame_shape)} actions {spec.action_dim}, "
+                             f"{stores[0].root} {first.env_id} {list(first.frame_shape)} {first.action_dim}: "
+                             "one model trains on one task at one frame size")
+    return stores
+
+
 def _resolve_configs(
-    store: EpisodeStore, run_dir: Path, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool
+    store: EpisodeStore, run_dir: Path, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool,
+    init_from: str | os.PathLike | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
     spec = store.spec
     if resume:
         saved = json.loads((run_dir / "train_config.json").read_text())
         train_config = TrainConfig(**{**saved["train"], "steps": train_config.steps})
         model_config = WorldModel.from_pretrained(run_dir / MODEL_DIR).config
+    elif init_from is not None:
+        if model_config is not None:
+            raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
+        model_config = WorldModel.from_pretrained(model_dir(init_from)).config
     elif model_config is None:
         model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id)
     if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
@@ -192,31 +234,45 @@ def _resolve_configs(
 
 
 def train(
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | Sequence[str | os.PathLike],
     run_dir: str | os.PathLike,
     train_config: TrainConfig = TrainConfig(),
     model_config: WorldModelConfig | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Train a world model on the episode store at ``data_dir`` into ``run_dir``; returns a summary dict.
+    """Train a world model on the episode store(s) at ``data_dir`` into ``run_dir``; returns a summary dict.
 
+    data_dir: one store folder or several of the same task and frame size (e.g. the collected data plus the
+        episodes a planner drove, ``worldvid plan --record``), mixed by ``train_config.data_weights``. Each
+        store's last episodes are held out; train_config.json lists them per store.
+    init_from: start from the weights (and configuration) of another run's model, with a fresh optimizer and
+        schedule: fine-tuning.
     With ``resume`` the run continues from RUN/training_state.pt (``train_config.steps`` may raise the
     total). Without it, a run folder that already holds a checkpoint is refused rather than overwritten.
     The model config defaults to ``WorldModelConfig`` sized for the data (frame size, action size, env).
     """
     run_dir = Path(run_dir)
-    store = EpisodeStore(data_dir)
+    data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    stores = _open_stores(data_dirs)
     if not resume and (run_dir / TRAINING_STATE).exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
-    model_config, train_config = _resolve_configs(store, run_dir, model_config, train_config, resume)
+    model_config, train_config = _resolve_configs(stores[0], run_dir, model_config, train_config, resume, init_from)
+    if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
+        raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    train_eps, held_out = split_episodes(store, train_config.held_out_fraction)
-    dataset = FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
+    splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
+    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
+             for store, (train_eps, _) in zip(stores, splits)]
+    dataset = torch.utils.data.ConcatDataset(parts)
+    held_out = splits[0][1]
 
     torch.manual_seed(train_config.seed)
     model = WorldModel(model_config).to(device)
+    if init_from is not None and not resume:
+        model.load_state_dict(WorldModel.from_pretrained(model_dir(init_from)).state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(train_config))
@@ -229,9 +285,11 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(
-        json.dumps({"train": asdict(train_config), "data": str(Path(data_dir).resolve()), "held_out_episodes": held_out}, indent=1)
-    )
+    stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
+    write_json_atomic(run_dir / "train_config.json", {
+        "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
+        "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
+    }, indent=1)
     log = _MetricsLog(run_dir, step)
 
     def checkpoint() -> None:
@@ -243,7 +301,8 @@ def train(
 
     if step == 0 and not (run_dir / MODEL_DIR).exists():
         checkpoint()  # a resumable starting point exists from the first moment
-    sampler = _StepBatches(len(dataset), train_config.batch_size, train_config.seed, step, train_config.steps)
+    sampler = _StepBatches([len(p) for p in parts], train_config.batch_size, train_config.seed, step,
+                           train_config.steps, train_config.data_weights)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=train_config.num_workers)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.autocast)
     bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not progress)
@@ -283,6 +342,7 @@ def train(
     return {
         "run": str(run_dir), "steps": step, "seconds": time.perf_counter() - started,
         "final_loss": log.rows[-1]["loss"] if log.rows else None, "parameters": sum(p.numel() for p in model.parameters()),
-        "train_episodes": len(train_eps), "held_out_episodes": len(held_out), "windows": len(dataset),
+        "train_episodes": sum(len(t) for t, _ in splits), "held_out_episodes": sum(len(h) for _, h in splits),
+        "windows": len(dataset),
     }
 

@@ -184,6 +184,15 @@ class EpisodeStore:
         }
         self._save_manifest()
 
+    def write_episodes(self, episodes: list[Episode]) -> None:
+        """Write whole shards of episodes given in seed order from the spec's seed (episode i has seed + i).
+
+        The last shard may be partial. Each shard goes through ``write_shard`` (atomic, checked against the spec).
+        """
+        per = self.spec.episodes_per_shard
+        for index in range(-(-len(episodes) // per)):
+            self.write_shard(index, list(episodes[index * per:(index + 1) * per]))
+
     def _save_manifest(self) -> None:
         shards = {str(k): self._shards[k] for k in sorted(self._shards)}
         write_json_atomic(self.root / MANIFEST, {"format": FORMAT_VERSION, "spec": self.spec.to_dict(), "shards": shards})
