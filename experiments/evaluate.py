@@ -247,7 +247,7 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
     row.update(summarize_episodes(results))
     budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
     row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
-    row["budget"] = budget_label(config)
+    row.update(config_columns(config))
     row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
     return row
 
@@ -258,7 +258,16 @@ def budget_label(config: PlanEvalConfig) -> str:
     return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}"
 
 
-TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("budget", "cand x hor x iter", "{}"), ("success_rate", "success", "{:.0%}"),
+def config_columns(config: PlanEvalConfig) -> dict[str, str]:
+    """The table columns that say what was run: budget, world model (the run folder's name, '-' for the oracle
+    and random) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'push32s', 'seeds': '0-29'}."""
+    model = Path(config.model).name if config.needs_model and config.model else "-"
+    return {"budget": budget_label(config), "model_name": model,
+            "seeds": f"{config.seed}-{config.seed + config.episodes - 1}"}
+
+
+TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "model", "{}"), ("seeds", "seeds", "{}"),
+                 ("budget", "cand x hor x iter", "{}"), ("success_rate", "success", "{:.0%}"),
                  ("success_ci95", "95% CI", "[{0[0]:.0%}, {0[1]:.0%}]"),
                  ("final_distance_mean", "final dist", "{:.3f}"), ("seconds_per_decision", "s/decision", "{:.3f}"),
                  ("model_calls_per_action", "calls/action", "{:.2f}"), ("episodes", "episodes", "{}"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agents import PLANNER_NAMES, PlannerConfig
 from agents.costs import COSTS, REDUCTIONS
-from experiments.evaluate import PlanEvalConfig, budget_label, evaluate_planner, format_table
+from experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -81,10 +81,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
     for folder in args.dirs:
         record = json.loads((Path(folder) / "summary.json").read_text())
         row = record["summary"]
-        if "budget" not in row:  # written before the column existed: rebuild it from the saved config
-            saved = dict(record["config"])
-            saved["planner_config"] = PlannerConfig(**saved["planner_config"])
-            row["budget"] = budget_label(PlanEvalConfig(**saved))
+        saved = dict(record["config"])
+        saved["planner_config"] = PlannerConfig(**saved["planner_config"])
+        for key, value in config_columns(PlanEvalConfig(**saved)).items():
+            row.setdefault(key, value)  # summaries written before a column existed
         rows.append(row)
     print(format_table(rows))
     return 0

@@ -92,14 +92,25 @@ def test_recording_into_a_store_of_other_data_fails_before_any_episode(tmp_path)
     assert report.summary["recorded_store"] == str(tmp_path / "fresh") and len(EpisodeStore(tmp_path / "fresh")) == 2
 
 
+def test_an_episode_without_step_records_cannot_become_training_data():
+    from agents.mpc import EpisodeResult
+
+    bare = EpisodeResult(seed=3, success=False, first_success_step=None, final_distance=0.1,
+                         actions=np.zeros((2, 2), np.float32), frames=np.zeros((3, 4, 4, 3), np.uint8),
+                         goal_frame=np.zeros((4, 4, 3), np.uint8), decision_steps=np.arange(2),
+                         latency_s=np.zeros(2), model_calls=np.ones(2), imagined=None)
+    with pytest.raises(ValueError, match="seed 3 has no per-step rewards"):
+        bare.to_episode(POINT, "plan")
+
+
 def test_wilson_interval_and_table():
     low, high = wilson_interval(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    row = {"label": "cem/keypoint/oracle", "budget": "32x6x2", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
+    row = {"label": "cem/keypoint/oracle", "model_name": "-", "seeds": "0-9", "budget": "32x6x2", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
            "final_distance_mean": 0.04, "seconds_per_decision": 0.2, "model_calls_per_action": 3.0, "episodes": 10,
            "episodes_per_second": 0.5}
-    assert "| cem/keypoint/oracle | 32x6x2 | 100% | [72%, 100%] |" in format_table([row])
+    assert "| cem/keypoint/oracle | - | 0-9 | 32x6x2 | 100% | [72%, 100%] |" in format_table([row])
 
 
 def test_plan_cli_end_to_end(tiny_run, tmp_path):
@@ -131,4 +142,4 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     table = subprocess.run([sys.executable, "-m", "worldvid.cli", "table", str(out), str(out)], capture_output=True,
                            text=True, timeout=120)
     assert table.returncode == 0, table.stderr
-    assert table.stdout.count("| cem/blur/oracle | 8x3x1 |") == 2
+    assert table.stdout.count("| cem/blur/oracle | - | 5-6 | 8x3x1 |") == 2
