@@ -5,7 +5,9 @@ threads set to its CPU share. Episode i always runs from seed S + i with the pla
 results do not depend on W or on which worker ran what. A worker that dies mid-episode is replaced and its
 episode resubmitted; no result is lost. With W = 1 everything runs in this process, without Ray. On an
 existing cluster call ``ray.init(address=...)`` first. Writes ``summary.json`` and one
-``episodes/episode_XXXX.npz`` (actions, frames, goal, best imagined futures) per episode into the out dir.
+``episodes/episode_XXXX.npz`` (actions, frames, goal, best imagined futures) per episode into the out dir;
+``record`` also writes the executed episodes as an episode store, the training data of DAgger-style rounds
+(``worldvid train --data COLLECTED RECORDED --init RUN``).
 """
 
 from __future__ import annotations

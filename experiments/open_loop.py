@@ -30,11 +30,13 @@ def load_for_data(model_path: str | os.PathLike, store: EpisodeStore) -> WorldMo
 
 
 def held_out_episodes(run: Path | None, store: EpisodeStore) -> list[int]:
-    """The run's held-out episodes when ``store`` is the run's own data; else every episode of the store."""
+    """The run's held-out episodes of ``store`` when the run trained on it (any of its stores); else every
+    episode of the store."""
     if run is not None and (run / "train_config.json").is_file():
         saved = json.loads((run / "train_config.json").read_text())
-        if Path(saved["data"]).resolve() == store.root.resolve():
-            return list(saved["held_out_episodes"])
+        for trained in saved.get("stores", [{"data": saved["data"], "held_out_episodes": saved["held_out_episodes"]}]):
+            if Path(trained["data"]).resolve() == store.root.resolve():
+                return list(trained["held_out_episodes"])
     return store.episode_ids
 
 
