@@ -218,12 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_demo(sub)
     _add_sweep(sub)
+    from experiments.dagger import add_dagger_command
     from experiments.plan_cli import add_plan_command, add_table_command
     from experiments.render import add_render_command
 
     add_render_command(sub)
     add_plan_command(sub)
     add_table_command(sub)
+    add_dagger_command(sub)
     return parser
 
 
