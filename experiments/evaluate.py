@@ -261,9 +261,9 @@ def budget_label(config: PlanEvalConfig) -> str:
 
 
 def config_columns(config: PlanEvalConfig) -> dict[str, str]:
-    """The table columns that say what was run: budget, world model (the run folder's name, '-' for the oracle
-    and random) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'push32s', 'seeds': '0-29'}."""
-    model = Path(config.model).name if config.needs_model and config.model else "-"
+    """The table columns that say what was run: budget, world model (the last two parts of its path, '-' for the
+    oracle and random) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'runs/push32s', 'seeds': '0-29'}."""
+    model = "/".join(Path(config.model).parts[-2:]) if config.needs_model and config.model else "-"
     return {"budget": budget_label(config), "model_name": model,
             "seeds": f"{config.seed}-{config.seed + config.episodes - 1}"}
 

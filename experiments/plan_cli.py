@@ -83,8 +83,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
         row = record["summary"]
         saved = dict(record["config"])
         saved["planner_config"] = PlannerConfig(**saved["planner_config"])
-        for key, value in config_columns(PlanEvalConfig(**saved)).items():
-            row.setdefault(key, value)  # summaries written before a column existed
+        row.update(config_columns(PlanEvalConfig(**saved)))  # also for summaries written before a column existed
         rows.append(row)
     print(format_table(rows))
     return 0
