@@ -346,16 +346,10 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
 def _record_store(config: PlanEvalConfig, size: int, root: str | os.PathLike):
     """The episode store the evaluation's episodes will be written to (made now, so a folder holding other
     data fails before any work: ``StoreMismatchError``)."""
-    from worldvid.data.collect import canonical_env_id, make_pixel_env
-    from worldvid.data.store import EpisodeStore, StoreSpec
+    from worldvid.data.collect import store_spec
+    from worldvid.data.store import EpisodeStore
 
-    env = make_pixel_env(config.env_id, size)
-    try:
-        spec = StoreSpec(env_id=canonical_env_id(config.env_id), frame_shape=env.observation_space.shape,
-                         action_dim=int(np.prod(env.action_space.shape)), policy=f"plan:{config.label()}",
-                         seed=config.seed)
-    finally:
-        env.close()
+    spec = store_spec(config.env_id, size, policy=f"plan:{config.label()}", seed=config.seed)
     return EpisodeStore.create(root, spec)
 
 

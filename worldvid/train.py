@@ -121,19 +121,19 @@ class _StepBatches(torch.utils.data.Sampler):
 
     def __init__(self, sizes: list[int], batch_size: int, seed: int, start: int, steps: int,
                  weights: tuple[float, ...] | None = None) -> None:
-        self.sizes, self.b, self.seed, self.start, self.steps = list(sizes), batch_size, seed, start, steps
+        self.sizes, self.b, self.seed, self.start, self.steps = torch.tensor(sizes), batch_size, seed, start, steps
         self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
-        self.offsets = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
+        self.offsets = self.sizes.cumsum(0) - self.sizes
 
     def __iter__(self) -> Iterator[list[int]]:
-        n = sum(self.sizes)
+        n = int(self.sizes.sum())
         for step in range(self.start, self.steps):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             if self.weights is None:
                 yield torch.randint(n, (self.b,), generator=g).tolist()
                 continue
             part = torch.multinomial(self.weights, self.b, replacement=True, generator=g)
-            within = (torch.rand(self.b, generator=g, dtype=torch.float64) * torch.tensor(self.sizes)[part]).long()
+            within = (torch.rand(self.b, generator=g, dtype=torch.float64) * self.sizes[part]).long()
             yield (self.offsets[part] + within).tolist()
 
     def __len__(self) -> int:
@@ -208,17 +208,17 @@ def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
 
 def _resolve_configs(
     store: EpisodeStore, run_dir: Path, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool,
-    init_from: str | os.PathLike | None = None,
+    init_model: WorldModel | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
     spec = store.spec
     if resume:
         saved = json.loads((run_dir / "train_config.json").read_text())
         train_config = TrainConfig(**{**saved["train"], "steps": train_config.steps})
         model_config = WorldModel.from_pretrained(run_dir / MODEL_DIR).config
-    elif init_from is not None:
+    elif init_model is not None:
         if model_config is not None:
             raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
-        model_config = WorldModel.from_pretrained(model_dir(init_from)).config
+        model_config = init_model.config
     elif model_config is None:
         model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id)
     if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
@@ -259,7 +259,8 @@ def train(
     stores = _open_stores(data_dirs)
     if not resume and (run_dir / TRAINING_STATE).exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
-    model_config, train_config = _resolve_configs(stores[0], run_dir, model_config, train_config, resume, init_from)
+    init_model = WorldModel.from_pretrained(model_dir(init_from)) if init_from is not None and not resume else None
+    model_config, train_config = _resolve_configs(stores[0], run_dir, model_config, train_config, resume, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -271,8 +272,8 @@ def train(
 
     torch.manual_seed(train_config.seed)
     model = WorldModel(model_config).to(device)
-    if init_from is not None and not resume:
-        model.load_state_dict(WorldModel.from_pretrained(model_dir(init_from)).state_dict())
+    if init_model is not None:
+        model.load_state_dict(init_model.state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(train_config))

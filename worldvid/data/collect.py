@@ -126,6 +126,19 @@ class CollectReport:
         return self.new_frames / self.seconds if self.seconds > 0 else float("nan")
 
 
+def store_spec(env_id: str, size: int, policy: str, seed: int, episodes_per_shard: int = 10,
+               env_kwargs: dict[str, Any] | None = None) -> StoreSpec:
+    """The ``StoreSpec`` of episodes of ``env_id`` at ``size`` (frame shape and action size read from a probe env)."""
+    env_kwargs = dict(env_kwargs or {})
+    probe = make_pixel_env(env_id, size, **env_kwargs)
+    try:
+        return StoreSpec(env_id=canonical_env_id(probe.spec.id if probe.spec else env_id),
+                         frame_shape=probe.observation_space.shape, action_dim=int(np.prod(probe.action_space.shape)),
+                         policy=policy, seed=seed, episodes_per_shard=episodes_per_shard, env_kwargs=env_kwargs)
+    finally:
+        probe.close()
+
+
 def collect(
     env_id: str,
     num_episodes: int,
@@ -153,17 +166,7 @@ def collect(
         raise ValueError(f"workers must be >= 1, got {workers}")
     env_kwargs = dict(env_kwargs or {})
     make_policy(policy)  # fail on a bad name before any work starts
-    probe = make_pixel_env(env_id, size, **env_kwargs)
-    spec = StoreSpec(
-        env_id=canonical_env_id(probe.spec.id if probe.spec else env_id),
-        frame_shape=probe.observation_space.shape,
-        action_dim=int(np.prod(probe.action_space.shape)),
-        policy=policy,
-        seed=seed,
-        episodes_per_shard=episodes_per_shard,
-        env_kwargs=env_kwargs,
-    )
-    probe.close()
+    spec = store_spec(env_id, size, policy, seed, episodes_per_shard, env_kwargs)
     store = EpisodeStore.create(Path(out), spec)
     num_shards = -(-num_episodes // episodes_per_shard)
     todo = [j for j in range(num_shards) if not store.has_shard(j, num_episodes)]
