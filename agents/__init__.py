@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner, WorldModelDynamics
-from agents.cem import CEMPlanner
-from agents.costs import COSTS, BlurCost, Cost, KeypointCost, make_cost, pixel_cost, video_cost
-from agents.mpc import EpisodeResult, run_episode, summarize_episodes, wilson_interval
-from agents.mppi import MPPIPlanner
-from agents.oracle import SimulatorDynamics
-from agents.random_shooting import RandomPlanner, RandomShootingPlanner
+from worldvid.agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner, WorldModelDynamics
+from worldvid.agents.cem import CEMPlanner
+from worldvid.agents.costs import COSTS, BlurCost, Cost, KeypointCost, make_cost, pixel_cost, video_cost
+from worldvid.agents.mpc import EpisodeResult, run_episode, summarize_episodes, wilson_interval
+from worldvid.agents.mppi import MPPIPlanner
+from worldvid.agents.oracle import SimulatorDynamics
+from worldvid.agents.random_shooting import RandomPlanner, RandomShootingPlanner
 
 PLANNERS: dict[str, type[SamplingPlanner]] = {"cem": CEMPlanner, "mppi": MPPIPlanner, "shooting": RandomShootingPlanner}
 """Sampling planners by the names ``worldvid plan --planner`` uses (plus ``random``, which needs no dynamics)."""

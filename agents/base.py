@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.costs import REDUCTIONS, Cost, video_cost
+from worldvid.agents.costs import REDUCTIONS, Cost, video_cost
 
 
 # ---------------------------------------------------------------------------- data

@@ -11,7 +11,7 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
-from agents.base import History, Plan
+from worldvid.agents.base import History, Plan
 from worldvid.data.episode import Episode
 
 

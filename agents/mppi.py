@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agents.base import SamplingPlanner, SearchState
+from worldvid.agents.base import SamplingPlanner, SearchState
 
 
 class MPPIPlanner(SamplingPlanner):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import History
+from worldvid.agents.base import History
 
 
 class SimulatorDynamics:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import History, Plan, SamplingPlanner, SearchState
+from worldvid.agents.base import History, Plan, SamplingPlanner, SearchState
 
 
 class RandomShootingPlanner(SamplingPlanner):

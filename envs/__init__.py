@@ -12,9 +12,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
 TASKS: dict[str, dict] = {
-    "worldvid/PointReach-v0": {"entry_point": "envs.point_reach:PointReachEnv", "max_episode_steps": 50},
-    "worldvid/Push-v0": {"entry_point": "envs.push:PushEnv", "max_episode_steps": 100},
-    "worldvid/Reacher-v0": {"entry_point": "envs.reacher:ReacherEnv", "max_episode_steps": 50},
+    "worldvid/PointReach-v0": {"entry_point": "worldvid.envs.point_reach:PointReachEnv", "max_episode_steps": 50},
+    "worldvid/Push-v0": {"entry_point": "worldvid.envs.push:PushEnv", "max_episode_steps": 100},
+    "worldvid/Reacher-v0": {"entry_point": "worldvid.envs.reacher:ReacherEnv", "max_episode_steps": 50},
 }
 """The pixel MuJoCo tasks: id -> registration arguments."""
 
@@ -29,7 +29,7 @@ vectorization_mode="vector_entry_point", model=RUN)``. Not in ``TASKS``: it need
 if DREAM_ID not in registry:
     register(
         id=DREAM_ID,
-        entry_point="envs.dream:DreamEnv",
-        vector_entry_point="envs.dream:DreamVectorEnv",
+        entry_point="worldvid.envs.dream:DreamEnv",
+        vector_entry_point="worldvid.envs.dream:DreamVectorEnv",
         max_episode_steps=50,  # envs.dream.DEFAULT_MAX_EPISODE_STEPS (not imported: it would load torch)
     )

@@ -29,7 +29,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.dream_start import StartSampler
+from worldvid.envs.dream_start import StartSampler
 from worldvid.model import WorldModel, randn
 
 DEFAULT_MAX_EPISODE_STEPS = 50
@@ -128,7 +128,7 @@ class _Reward:
         if cost is None:
             self._cost = None
         else:
-            from agents.costs import make_cost
+            from worldvid.agents.costs import make_cost
 
             self._cost = make_cost(cost, env_id=env_id)
 

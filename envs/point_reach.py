@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 from gymnasium import utils
 
-from envs.base import PixelMujocoEnv, steer_to
+from worldvid.envs.base import PixelMujocoEnv, steer_to
 
 
 class PointReachEnv(PixelMujocoEnv, utils.EzPickle):

@@ -8,7 +8,7 @@ import mujoco
 import numpy as np
 from gymnasium import utils
 
-from envs.base import PixelMujocoEnv
+from worldvid.envs.base import PixelMujocoEnv
 
 
 class ReacherEnv(PixelMujocoEnv, utils.EzPickle):

@@ -141,7 +141,7 @@ def bench_dream(model: str | os.PathLike | None = None, num_envs: tuple[int, ...
 
     Uses a trained run when given, else the default 32x32 config with fresh weights (same cost per step).
     """
-    from envs.dream import DreamEnv, DreamVectorEnv
+    from worldvid.envs.dream import DreamEnv, DreamVectorEnv
 
     if model is None:
         model = WorldModel(WorldModelConfig(action_dim=2, env_id="worldvid/PointReach-v0"))
@@ -214,13 +214,13 @@ def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
 
 
 def _bench_plan() -> dict[str, float]:
-    from experiments.bench_plan import bench_planners
+    from worldvid.experiments.bench_plan import bench_planners
 
     return bench_planners()
 
 
 def _bench_eval() -> dict[str, float]:
-    from experiments.bench_plan import bench_eval_scaling
+    from worldvid.experiments.bench_plan import bench_eval_scaling
 
     return bench_eval_scaling()
 

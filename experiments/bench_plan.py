@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from agents import PLANNER_NAMES, PlannerConfig
-from experiments.evaluate import PlanEvalConfig, evaluate_planner
+from worldvid.agents import PLANNER_NAMES, PlannerConfig
+from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
 
 BENCH_ENV = "worldvid/PointReach-v0"
 

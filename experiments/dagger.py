@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agents import PlannerConfig
-from agents.base import require_positive_ints
-from experiments.evaluate import PlanEvalConfig, evaluate_planner
+from worldvid.agents import PlannerConfig
+from worldvid.agents.base import require_positive_ints
+from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, load_training_state
 from worldvid.data.store import EpisodeStore, StoreError

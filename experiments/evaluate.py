@@ -25,10 +25,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
-from agents.base import require_positive_ints
-from agents.costs import COSTS, make_cost
-from agents.mpc import EpisodeResult, run_episode, summarize_episodes
+from worldvid.agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics, WorldModelDynamics, make_planner
+from worldvid.agents.base import require_positive_ints
+from worldvid.agents.costs import COSTS, make_cost
+from worldvid.agents.mpc import EpisodeResult, run_episode, summarize_episodes
 from worldvid.atomic import save_npz_atomic, write_json_atomic
 
 DEFAULT_SIZE = 32
@@ -355,7 +355,7 @@ def _record_store(config: PlanEvalConfig, size: int, root: str | os.PathLike):
 
 def _write_episode_video(path: Path, result: EpisodeResult) -> None:
     """real frame | goal | the planner's best imagined future, one video frame per decision (+ the last frame)."""
-    from experiments.render import planning_video
+    from worldvid.experiments.render import planning_video
 
     real = np.concatenate([result.frames[result.decision_steps], result.frames[-1:]])
     futures = list(result.imagined) if result.imagined is not None else [None] * len(result.decision_steps)

@@ -62,9 +62,9 @@ def _stage(name: str, done: bool) -> bool:
 
 def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run (or finish) the pipeline; print the results table and artefact paths; return them as a dict."""
-    from experiments.evaluate import PlanEvalConfig, evaluate_planner
-    from experiments.open_loop import run_open_loop_evaluation
-    from experiments.render import render_open_loop
+    from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+    from worldvid.experiments.open_loop import run_open_loop_evaluation
+    from worldvid.experiments.render import render_open_loop
     from worldvid.data.collect import collect
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from agents import PLANNER_NAMES, PlannerConfig
-from agents.costs import COSTS, REDUCTIONS
-from experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
+from worldvid.agents import PLANNER_NAMES, PlannerConfig
+from worldvid.agents.costs import COSTS, REDUCTIONS
+from worldvid.experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -85,7 +85,7 @@ class _Episodes:
 def _episode_source(model_path: Path, run: Path | None, data: str | os.PathLike | None, count: int,
                     model) -> tuple[Any, list[int], str]:
     """(store-like, episode indices, description) of the episodes to render."""
-    from experiments.open_loop import held_out_episodes
+    from worldvid.experiments.open_loop import held_out_episodes
     from worldvid.data.store import EpisodeStore
 
     if data is None and run is not None and (run / "train_config.json").is_file():
@@ -135,7 +135,7 @@ def render_open_loop(
     """
     import torch
 
-    from experiments.open_loop import resolve_run
+    from worldvid.experiments.open_loop import resolve_run
     from worldvid.evaluate import cut_windows
     from worldvid.model import WorldModel
 

@@ -30,8 +30,8 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     """One planner setting evaluated over ``config['episodes']`` episodes (in this Tune worker)."""
     import torch
 
-    from agents.base import PlannerConfig
-    from experiments.evaluate import PlanEvalConfig, evaluate_planner
+    from worldvid.agents.base import PlannerConfig
+    from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
 
     torch.set_num_threads(1)
     planner = PlannerConfig(candidates=config["candidates"], horizon=config["horizon"], iterations=config.get("iterations", 3),
@@ -53,7 +53,7 @@ def model_trial(config: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from experiments.open_loop import run_open_loop_evaluation
+    from worldvid.experiments.open_loop import run_open_loop_evaluation
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig, train

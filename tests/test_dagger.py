@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agents import PlannerConfig
-from experiments.dagger import DaggerConfig, run_dagger
+from worldvid.agents import PlannerConfig
+from worldvid.experiments.dagger import DaggerConfig, run_dagger
 from worldvid.data.collect import collect
 from worldvid.data.store import EpisodeStore
 from worldvid.model import WorldModelConfig

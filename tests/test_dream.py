@@ -13,8 +13,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from envs import DREAM_ID
-from envs.dream import DreamEnv, DreamVectorEnv, imagine_next
+from worldvid.envs import DREAM_ID
+from worldvid.envs.dream import DreamEnv, DreamVectorEnv, imagine_next
 from worldvid.model import WorldModel, WorldModelConfig
 
 TASK = "worldvid/PointReach-v0"

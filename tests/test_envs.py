@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import TASKS
+from worldvid.envs import TASKS
 
 IDS = sorted(TASKS)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs import TASKS
+from worldvid.envs import TASKS
 from worldvid.keypoints import color_weights, locate_objects
 
 

@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents import PlannerConfig
-from agents.mpc import wilson_interval
-from experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
+from worldvid.agents import PlannerConfig
+from worldvid.agents.mpc import wilson_interval
+from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
 from worldvid.data.store import EpisodeStore, StoreMismatchError, StoreSpec
 from worldvid.model import WorldModel, WorldModelConfig
 
@@ -93,7 +93,7 @@ def test_recording_into_a_store_of_other_data_fails_before_any_episode(tmp_path)
 
 
 def test_an_episode_without_step_records_cannot_become_training_data():
-    from agents.mpc import EpisodeResult
+    from worldvid.agents.mpc import EpisodeResult
 
     bare = EpisodeResult(seed=3, success=False, first_success_step=None, final_distance=0.1,
                          actions=np.zeros((2, 2), np.float32), frames=np.zeros((3, 4, 4, 3), np.uint8),

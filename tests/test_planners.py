@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import (CEMPlanner, History, MPPIPlanner, PlannerConfig, RandomPlanner, RandomShootingPlanner,
+from worldvid.agents import (CEMPlanner, History, MPPIPlanner, PlannerConfig, RandomPlanner, RandomShootingPlanner,
                     SimulatorDynamics, WorldModelDynamics, make_cost, make_planner, run_episode, video_cost)
-from agents.costs import BlurCost, pixel_cost, reduce_costs
+from worldvid.agents.costs import BlurCost, pixel_cost, reduce_costs
 from worldvid.data.collect import make_pixel_env
 from worldvid.model import WorldModel, WorldModelConfig
 

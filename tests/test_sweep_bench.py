@@ -45,7 +45,7 @@ def test_planner_sweep_with_two_trials_writes_csv_and_plot_and_resumes(tiny):
 
 def test_model_family_trial_trains_and_reports(tiny):
     # The Tune plumbing is the planner test's; this checks what one model-size trial measures, in-process.
-    from experiments.sweep import model_trial
+    from worldvid.experiments.sweep import model_trial
 
     figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16]})
     assert figures["parameters"] > 0 and figures["train_seconds"] > 0
@@ -53,7 +53,7 @@ def test_model_family_trial_trains_and_reports(tiny):
 
 
 def test_model_sweep_refuses_bad_widths_before_any_work(tiny, tmp_path):
-    from experiments.sweep import run_sweep
+    from worldvid.experiments.sweep import run_sweep
 
     with pytest.raises(ValueError, match="divisible by norm_groups"):
         run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0},
@@ -71,8 +71,8 @@ def test_bench_json_fields_present_and_positive(tmp_path):
 
 
 def test_bench_planner_latency_and_eval_scaling_sections(ray_session):
-    from agents import PLANNER_NAMES, PlannerConfig
-    from experiments.bench_plan import bench_eval_scaling, bench_planners
+    from worldvid.agents import PLANNER_NAMES, PlannerConfig
+    from worldvid.experiments.bench_plan import bench_eval_scaling, bench_planners
 
     budget = PlannerConfig(candidates=4, horizon=2, iterations=1)
     latency = bench_planners(decisions=2, planner_config=budget)

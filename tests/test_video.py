@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.render import planning_video
+from worldvid.experiments.render import planning_video
 from worldvid.video import error_panel, read_video, side_by_side, upscale, write_video
 
 
@@ -101,7 +101,7 @@ def _render_command() -> list[str]:
         build_parser().parse_args(["render", "--model", "m", "--out", "o"])
         return [sys.executable, "-m", "worldvid.cli", "render"]
     except SystemExit:
-        return [sys.executable, "-m", "experiments.render"]
+        return [sys.executable, "-m", "worldvid.experiments.render"]
 
 
 def test_render_command_writes_videos_and_psnr(tmp_path) -> None:

@@ -4,6 +4,6 @@ Importing the package registers every worldvid environment, so
 ``gym.make("worldvid:worldvid/PointReach-v0")`` works from a fresh interpreter.
 """
 
-import envs as _envs  # noqa: F401  (registers the environments)
+import worldvid.envs as _envs  # noqa: F401  (registers the environments)
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from typing import Sequence
 def _cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from envs import TASKS
+    from worldvid.envs import TASKS
 
     print(f"{'id':28s} {'action':>6s} {'steps':>5s}  goal object")
     for env_id in TASKS:
@@ -68,14 +68,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from experiments.open_loop import run_open_loop_evaluation
+    from worldvid.experiments.open_loop import run_open_loop_evaluation
 
     run_open_loop_evaluation(args.model, args.data, horizon=args.horizon, out=args.out, controllability_seeds=args.control_seeds)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from experiments.pipeline import DemoConfig, run_demo
+    from worldvid.experiments.pipeline import DemoConfig, run_demo
 
     fields = ("env", "out", "size", "episodes", "workers", "steps", "plan_episodes", "plan_max_steps", "channels", "seed")
     given = {("env_id" if k == "env" else k): getattr(args, k) for k in fields if getattr(args, k) is not None}
@@ -86,7 +86,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from experiments.sweep import run_sweep
+    from worldvid.experiments.sweep import run_sweep
 
     if args.family == "planner":
         if not (args.model and args.env):
@@ -104,7 +104,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from experiments.bench import run_bench
+    from worldvid.experiments.bench import run_bench
 
     run_bench(args.sections, out=args.out)
     return 0
@@ -218,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_demo(sub)
     _add_sweep(sub)
-    from experiments.dagger import add_dagger_command
-    from experiments.plan_cli import add_plan_command, add_table_command
-    from experiments.render import add_render_command
+    from worldvid.experiments.dagger import add_dagger_command
+    from worldvid.experiments.plan_cli import add_plan_command, add_table_command
+    from worldvid.experiments.render import add_render_command
 
     add_render_command(sub)
     add_plan_command(sub)

@@ -30,8 +30,8 @@ def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
     Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
     """
     import worldvid  # noqa: F401  (registers worldvid's tasks)
-    from envs import TASKS
-    from envs.wrappers import PixelObservation
+    from worldvid.envs import TASKS
+    from worldvid.envs.wrappers import PixelObservation
 
     if size < 8:
         raise ValueError(f"frame size must be >= 8 pixels, got {size}")
