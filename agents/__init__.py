@@ -9,11 +9,11 @@ import numpy as np
 
 from worldvid.agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner, WorldModelDynamics
 from worldvid.agents.cem import CEMPlanner
-from worldvid.agents.costs import COSTS, BlurCost, Cost, KeypointCost, make_cost, pixel_cost, video_cost
 from worldvid.agents.mpc import EpisodeResult, run_episode, summarize_episodes, wilson_interval
 from worldvid.agents.mppi import MPPIPlanner
 from worldvid.agents.oracle import SimulatorDynamics
 from worldvid.agents.random_shooting import RandomPlanner, RandomShootingPlanner
+from worldvid.costs import Cost
 
 PLANNERS: dict[str, type[SamplingPlanner]] = {"cem": CEMPlanner, "mppi": MPPIPlanner, "shooting": RandomShootingPlanner}
 """Sampling planners by the names ``worldvid plan --planner`` uses (plus ``random``, which needs no dynamics)."""
@@ -35,8 +35,7 @@ def make_planner(name: str, dynamics: Dynamics | None, cost: Cost | None, action
 
 
 __all__ = [
-    "COSTS", "PLANNERS", "PLANNER_NAMES", "BlurCost", "CEMPlanner", "Cost", "Dynamics", "EpisodeResult",
-    "History", "KeypointCost", "MPPIPlanner", "Plan", "Planner", "PlannerConfig", "RandomPlanner",
-    "RandomShootingPlanner", "SamplingPlanner", "SimulatorDynamics", "WorldModelDynamics", "make_cost",
-    "make_planner", "pixel_cost", "run_episode", "summarize_episodes", "video_cost", "wilson_interval",
+    "PLANNERS", "PLANNER_NAMES", "CEMPlanner", "Dynamics", "EpisodeResult", "History", "MPPIPlanner", "Plan",
+    "Planner", "PlannerConfig", "RandomPlanner", "RandomShootingPlanner", "SamplingPlanner", "SimulatorDynamics",
+    "WorldModelDynamics", "make_planner", "run_episode", "summarize_episodes", "wilson_interval",
 ]

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldvid.agents.costs import REDUCTIONS, Cost, video_cost
+from worldvid.costs import REDUCTIONS, Cost, video_cost
+from worldvid.windows import advance, start_window
 
 
 # ---------------------------------------------------------------------------- data
@@ -30,8 +31,8 @@ class History:
     """What a planner sees at decision time t.
 
     frames: uint8 [K, H, W, 3] = f[t-K+1..t], oldest first; ``frames[-1]`` is the current observation.
-    actions: float32 [K, A] = a[t-K..t-1], the action that led into each frame (zeros before the start).
-    Before an episode's start the first frame is repeated (``History.start``), as in the training data.
+    actions: float32 [K, A] = a[t-K..t-1], the action that led into each frame: the ``past_actions`` of
+    ``worldvid.windows`` (before an episode's start the first frame is repeated and actions are zero).
     """
 
     frames: np.ndarray
@@ -49,14 +50,11 @@ class History:
     @classmethod
     def start(cls, frame: np.ndarray, context: int, action_dim: int) -> "History":
         """The history at t = 0: ``frame`` (uint8 [H, W, 3]) repeated ``context`` times, zero actions."""
-        frame = np.asarray(frame, dtype=np.uint8)
-        return cls(np.repeat(frame[None], context, 0), np.zeros((context, action_dim), np.float32))
+        return cls(*start_window(frame, context, action_dim))
 
     def push(self, action: np.ndarray, frame: np.ndarray) -> "History":
         """The history after executing ``action`` (float [A]) from the current frame and observing ``frame``."""
-        frames = np.concatenate([self.frames[1:], np.asarray(frame, dtype=np.uint8)[None]])
-        actions = np.concatenate([self.actions[1:], np.asarray(action, dtype=np.float32)[None]])
-        return History(frames, actions)
+        return History(*advance(self.frames, self.actions, action, frame))
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

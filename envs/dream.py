@@ -31,6 +31,8 @@ from gymnasium.vector.utils import batch_space
 
 from worldvid.envs.dream_start import StartSampler
 from worldvid.model import WorldModel, randn
+from worldvid.run_folder import RunFolder
+from worldvid.windows import advance, with_action
 
 DEFAULT_MAX_EPISODE_STEPS = 50
 """Time limit ``envs/__init__.py`` registers Dream-v0 with (override with ``max_episode_steps=``)."""
@@ -45,9 +47,7 @@ def load_world_model(model: WorldModel | str | os.PathLike, device: torch.device
         return model.to(device).eval() if device is not None else model.eval()
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a WorldModel or a path to a run or model folder, got {type(model).__name__}")
-    from worldvid.train import model_dir
-
-    return WorldModel.from_pretrained(model_dir(model), device=device)
+    return RunFolder.of(model).load_model(device=device)
 
 
 def imagine_next(
@@ -94,7 +94,8 @@ def check_action(action: Any, space: Box) -> np.ndarray:
 # ---------------------------------------------------------------------------- one dream
 @dataclass
 class _Dream:
-    """The running state of one dream: the last K frames, the K-1 actions between them, goal, noise generator."""
+    """The running state of one dream: the last K frames, the K actions that led into them (``past_actions``,
+    ``worldvid.windows``), goal, noise generator."""
 
     frames: np.ndarray
     past_actions: np.ndarray
@@ -109,12 +110,11 @@ class _Dream:
         return cls(begin.frames, begin.past_actions, begin.goal, generator, begin.origin)
 
     def window(self, action: np.ndarray) -> np.ndarray:
-        """The model's action window a[t-K+1..t] for taking ``action`` now: float32 [K, A]."""
-        return np.concatenate([self.past_actions, action[None]]).astype(np.float32)
+        """The context actions a[t-K+1..t] for taking ``action`` now: float32 [K, A]."""
+        return with_action(self.past_actions, action)
 
     def advance(self, frame: np.ndarray, action: np.ndarray) -> None:
-        self.frames = np.concatenate([self.frames[1:], frame[None]])
-        self.past_actions = self.window(action)[1:]
+        self.frames, self.past_actions = advance(self.frames, self.past_actions, action, frame)
 
     def info(self) -> dict[str, Any]:
         return {"goal_frame": None if self.goal is None else self.goal.copy()}
@@ -128,7 +128,7 @@ class _Reward:
         if cost is None:
             self._cost = None
         else:
-            from worldvid.agents.costs import make_cost
+            from worldvid.costs import make_cost
 
             self._cost = make_cost(cost, env_id=env_id)
 

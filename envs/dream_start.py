@@ -11,12 +11,14 @@ import gymnasium as gym
 import numpy as np
 
 from worldvid.model import WorldModel
+from worldvid.windows import past_window
 
 
 @dataclass
 class DreamStart:
-    """A dream's starting point: frames uint8 [K, H, W, 3] = f[t-K+1..t], past_actions float32 [K-1, A] =
-    a[t-K+1..t-1], goal uint8 [H, W, 3] or None, and where it came from (``origin``, JSON-able)."""
+    """A dream's starting point: frames uint8 [K, H, W, 3] = f[t-K+1..t], past_actions float32 [K, A] =
+    a[t-K..t-1] (``worldvid.windows``), goal uint8 [H, W, 3] or None, and where it came from (``origin``,
+    JSON-able)."""
 
     frames: np.ndarray
     past_actions: np.ndarray
@@ -69,18 +71,14 @@ class StartSampler:
         episode = self.episodes[int(np_random.integers(len(self.episodes)))]
         ep = self._store.read_episode(episode)
         t = int(np_random.integers(ep.num_steps + 1))  # any frame f[t], the last included
-        k = self.context
-        frames = np.concatenate([np.repeat(ep.frames[:1], k, 0), ep.frames])  # f[i] at index i + k
-        actions = np.concatenate([np.zeros((k, ep.action_dim), np.float32), ep.actions])
-        i = t + k
-        return DreamStart(frames[i - k + 1:i + 1].copy(), actions[i - k + 1:i].astype(np.float32),
-                          ep.goal_frame, {"source": "store", "episode": int(episode), "t": t})
+        frames, past = past_window(ep.frames, ep.actions, t, self.context)
+        return DreamStart(frames, past, ep.goal_frame, {"source": "store", "episode": int(episode), "t": t})
 
     def _from_task(self, np_random: np.random.Generator) -> DreamStart:
         from worldvid.data.policies import CorrelatedNoisePolicy
 
         if self._real_env is None:
-            from worldvid.data.collect import make_pixel_env
+            from worldvid.envs.factory import make_pixel_env
 
             self._real_env = make_pixel_env(self.env_id, self.config.frame_size)
             if self._real_env.action_space.shape != (self.config.action_dim,):
@@ -97,8 +95,8 @@ class StartSampler:
             observation, *_ = env.step(actions[-1])
             frames.append(observation)
         goal = info.get("goal_frame")
-        past = np.stack(actions)[len(actions) - (k - 1):]  # a[1..K-1], between the K context frames
-        return DreamStart(np.stack(frames[-k:]), past, None if goal is None else np.asarray(goal, np.uint8),
+        context, past = past_window(np.stack(frames), np.stack(actions), k, k)  # f[1..K], a[0..K-1]
+        return DreamStart(context, past, None if goal is None else np.asarray(goal, np.uint8),
                           {"source": "env", "seed": seed})
 
     def close(self) -> None:

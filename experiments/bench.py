@@ -100,7 +100,7 @@ def _autocast_enabled(model: WorldModel) -> bool:
 
 def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int = 1000) -> dict[str, float]:
     """True-simulator frames/s (step + render) with random actions."""
-    from worldvid.data.collect import make_pixel_env
+    from worldvid.envs.factory import make_pixel_env
 
     env = make_pixel_env(env_id, size)
     env.reset(seed=0)

@@ -32,7 +32,8 @@ from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, load_training_state
 from worldvid.data.store import EpisodeStore, StoreError
-from worldvid.train import TrainConfig, model_dir, train
+from worldvid.run_folder import RunFolder
+from worldvid.train import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def run_dagger(config: DaggerConfig, progress: bool = True) -> list[dict[str, An
     """Run (or continue) the loop of the module docstring; returns one row per round (also in OUT/dagger.json)."""
     out = Path(config.out)
     size = EpisodeStore(config.data).spec.frame_shape[0]
-    model_dir(config.model)  # FileNotFoundError before any work
+    RunFolder.of(config.model)  # FileNotFoundError before any work
     base = PlanEvalConfig(env_id=config.env_id, planner="cem", cost="keypoint", episodes=config.episodes,
                           workers=config.workers, size=size, max_steps=config.max_steps,
                           planner_config=config.planner_config)

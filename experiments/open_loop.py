@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,34 +9,10 @@ from typing import Any
 from worldvid.atomic import write_json_atomic
 from worldvid.data.store import EpisodeStore
 from worldvid.evaluate import controllability, evaluate_open_loop
-from worldvid.model import WorldModel
-from worldvid.train import model_dir
+from worldvid.run_folder import RunFolder
 
 REPORT_STEPS = (1, 2, 4, 8, 16)
 """Imagined steps shown in the terminal table (all steps go to the JSON)."""
-
-
-def resolve_run(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """(model folder, run folder or None) for a path that is a training run or a bare model folder."""
-    folder = model_dir(path)
-    return folder, (Path(path) if folder != Path(path) else None)
-
-
-def load_for_data(model_path: str | os.PathLike, store: EpisodeStore) -> WorldModel:
-    """Load a model and check it fits the store's frames, actions and env (ValueError naming the field)."""
-    spec = store.spec
-    return WorldModel.from_pretrained(model_path, frame_size=spec.frame_shape[0], action_dim=spec.action_dim, env_id=spec.env_id)
-
-
-def held_out_episodes(run: Path | None, store: EpisodeStore) -> list[int]:
-    """The run's held-out episodes of ``store`` when the run trained on it (any of its stores); else every
-    episode of the store."""
-    if run is not None and (run / "train_config.json").is_file():
-        saved = json.loads((run / "train_config.json").read_text())
-        for trained in saved.get("stores", [{"data": saved["data"], "held_out_episodes": saved["held_out_episodes"]}]):
-            if Path(trained["data"]).resolve() == store.root.resolve():
-                return list(trained["held_out_episodes"])
-    return store.episode_ids
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -76,19 +51,19 @@ def run_open_loop_evaluation(
     print_table: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report."""
-    model_path, run = resolve_run(model)
+    run = RunFolder.of(model)
     if data is None:
-        if run is None:
+        data = run.data()
+        if data is None:
             raise ValueError(f"{model} is not a training run folder; pass --data")
-        data = json.loads((run / "train_config.json").read_text())["data"]
     store = EpisodeStore(data)
-    world_model = load_for_data(model_path, store)
-    episodes = held_out_episodes(run, store)[:max_episodes]
+    world_model = run.load_model_for(store)
+    episodes = run.held_out_episodes(store)[:max_episodes]
     report = evaluate_open_loop(world_model, store, episodes, horizon=horizon, seed=seed)
     if controllability_seeds > 0:
         seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
         report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, horizon), seed=seed)
-    out = Path(out) if out else (run or model_path) / "eval.json"
+    out = Path(out) if out else run.path / "eval.json"
     write_json_atomic(out, report)
     report["json"] = str(out)
     if print_table:

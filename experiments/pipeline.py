@@ -68,35 +68,36 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from worldvid.data.collect import collect
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig
-    from worldvid.train import MODEL_DIR, TrainConfig, train
+    from worldvid.run_folder import RunFolder
+    from worldvid.train import TrainConfig, train
 
     start = time.perf_counter()
     root = Path(config.out)
-    data, run = root / "data", root / "run"
+    data, run = root / "data", RunFolder.new(root / "run")
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / "demo_config.json", asdict(config))
 
     _stage(f"collect {config.episodes} episodes of {config.env_id}", False)  # collect resumes shard by shard
     collect(config.env_id, config.episodes, data, workers=config.workers, size=config.size, seed=config.seed)
 
-    state = run / TRAINING_STATE
-    finished = state.exists() and json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] >= config.steps
+    state = run.path / TRAINING_STATE
+    finished = state.exists() and json.loads(run.metrics_jsonl.read_text().splitlines()[-1])["step"] >= config.steps
     if _stage(f"train {config.steps} steps", finished):
         model_config = None
         if config.channels and not state.exists():
             spec = EpisodeStore(data).spec
             model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=config.size, env_id=spec.env_id,
                                             block_channels=tuple(config.channels))
-        train(data, run, TrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed),
+        train(data, run.path, TrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed),
               model_config=model_config, resume=state.exists())
 
-    eval_json = run / "eval.json"
+    eval_json = run.path / "eval.json"
     if _stage("open-loop evaluation vs copy-last-frame", eval_json.exists()):
-        run_open_loop_evaluation(run, horizon=16, controllability_seeds=8, seed=config.seed)
+        run_open_loop_evaluation(run.path, horizon=16, controllability_seeds=8, seed=config.seed)
     open_loop = json.loads(eval_json.read_text())
 
     rows = []
-    plans = [(f"{config.planner}_{c}_model", dict(planner=config.planner, cost=c, model=str(run))) for c in config.costs]
+    plans = [(f"{config.planner}_{c}_model", dict(planner=config.planner, cost=c, model=str(run.path))) for c in config.costs]
     plans += [(f"{config.planner}_{c}_oracle", dict(planner=config.planner, cost=c, oracle=True)) for c in config.costs]
     plans.append(("random", dict(planner="random")))
     for name, kwargs in plans:
@@ -110,12 +111,12 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
 
     videos = root / "videos"
     if _stage("render real-vs-imagined videos", videos.exists() and any(videos.glob("*.mp4"))):
-        render_open_loop(run, videos, episodes=config.videos, horizon=24, seed=config.seed)
+        render_open_loop(run.path, videos, episodes=config.videos, horizon=24, seed=config.seed)
 
     result = {
         "open_loop": open_loop, "planning": rows, "seconds": time.perf_counter() - start,
         "artefacts": {
-            "data": str(data), "checkpoint": str(run / MODEL_DIR), "training_metrics": str(run / "metrics.csv"),
+            "data": str(data), "checkpoint": str(run.model_path), "training_metrics": str(run.metrics_csv),
             "open_loop_json": str(eval_json), "planning": str(root / "plan"), "videos": str(videos),
         },
     }

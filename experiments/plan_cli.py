@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
-from worldvid.agents.costs import COSTS, REDUCTIONS
+from worldvid.costs import COSTS, REDUCTIONS
 from worldvid.experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
 
 

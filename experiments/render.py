@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from worldvid.atomic import write_json_atomic
+from worldvid.run_folder import RunFolder
 from worldvid.video import error_panel, side_by_side, upscale, write_video
 
 FRESH_SEED = 1_000_000
@@ -82,30 +83,28 @@ class _Episodes:
         return self.episodes[index]
 
 
-def _episode_source(model_path: Path, run: Path | None, data: str | os.PathLike | None, count: int,
+def _episode_source(run: RunFolder, data: str | os.PathLike | None, count: int,
                     model) -> tuple[Any, list[int], str]:
     """(store-like, episode indices, description) of the episodes to render."""
-    from worldvid.experiments.open_loop import held_out_episodes
     from worldvid.data.store import EpisodeStore
 
-    if data is None and run is not None and (run / "train_config.json").is_file():
-        saved = json.loads((run / "train_config.json").read_text())
-        if Path(saved.get("data", "")).is_dir():
-            data = saved["data"]
+    if data is None and run.data() is not None and Path(run.data()).is_dir():
+        data = run.data()
     if data is not None:
         store = EpisodeStore(data)
         spec = store.spec
         model.check_compatible(frame_size=spec.frame_shape[0], action_dim=spec.action_dim, env_id=spec.env_id)
-        held_out = held_out_episodes(run, store)
+        held_out = run.held_out_episodes(store)
         kind = "held-out episodes of the run's data" if held_out != store.episode_ids else f"episodes of {store.root}"
         return store, held_out[:count], kind
 
-    from worldvid.data.collect import collect_episode, make_pixel_env
+    from worldvid.data.collect import collect_episode
+    from worldvid.envs.factory import make_pixel_env
     from worldvid.data.policies import make_policy
 
     env_id = model.config.env_id
     if env_id is None:
-        raise ValueError(f"{model_path}: the model names no env_id and no --data was given, so there are no episodes to render")
+        raise ValueError(f"{run.model_path}: the model names no env_id and no --data was given, so there are no episodes to render")
     env = make_pixel_env(env_id, model.config.frame_size)
     try:
         episodes = [collect_episode(env, make_policy("mixed"), FRESH_SEED + i) for i in range(count)]
@@ -135,15 +134,13 @@ def render_open_loop(
     """
     import torch
 
-    from worldvid.experiments.open_loop import resolve_run
     from worldvid.evaluate import cut_windows
-    from worldvid.model import WorldModel
 
     if episodes < 1 or horizon < 1:
         raise ValueError(f"episodes and horizon must be >= 1, got {episodes} and {horizon}")
-    model_path, run = resolve_run(model)
-    world_model = WorldModel.from_pretrained(model_path)
-    source, chosen, kind = _episode_source(model_path, run, data, episodes, world_model)
+    run = RunFolder.of(model)
+    world_model = run.load_model()
+    source, chosen, kind = _episode_source(run, data, episodes, world_model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".gif" if gif else ".mp4"
@@ -156,7 +153,7 @@ def render_open_loop(
         generator = torch.Generator().manual_seed(seed)
         imagined = world_model.rollout(windows.context, windows.past_actions, windows.actions, generator=generator,
                                        num_steps=num_steps).cpu().numpy()
-        meta = {"env_id": ep.env_id, "model": str(model_path), "source": kind, "episode": int(index),
+        meta = {"env_id": ep.env_id, "model": str(run.model_path), "source": kind, "episode": int(index),
                 "env_seed": int(ep.seed), "start_t": 0, "noise_seed": seed,
                 "num_steps": num_steps or world_model.config.num_steps}
         video, sidecar = comparison_video(windows.context[0, -1], windows.real[0], imagined[0],

@@ -12,7 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from worldvid.data.collect import collect, collect_episode, make_pixel_env
+from worldvid.data.collect import collect, collect_episode
+from worldvid.envs.factory import make_pixel_env
 from worldvid.data.policies import CorrelatedNoisePolicy, make_policy
 from worldvid.data.store import EpisodeStore, StoreMismatchError
 

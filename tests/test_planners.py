@@ -8,8 +8,8 @@ import torch
 
 from worldvid.agents import (CEMPlanner, History, MPPIPlanner, PlannerConfig, RandomPlanner, RandomShootingPlanner,
                     SimulatorDynamics, WorldModelDynamics, make_cost, make_planner, run_episode, video_cost)
-from worldvid.agents.costs import BlurCost, pixel_cost, reduce_costs
-from worldvid.data.collect import make_pixel_env
+from worldvid.costs import BlurCost, pixel_cost, reduce_costs
+from worldvid.envs.factory import make_pixel_env
 from worldvid.model import WorldModel, WorldModelConfig
 
 POINT = "worldvid/PointReach-v0"

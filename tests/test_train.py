@@ -149,9 +149,9 @@ def test_training_mixes_several_stores_by_weight(store_dir, tmp_path):
     assert [s["data"] for s in saved["stores"]] == [str(store_dir.resolve()), str(other.resolve())]
     assert saved["stores"][1]["held_out_episodes"] == [4] and saved["train"]["data_weights"] == [1.0, 3.0]
     assert summary["train_episodes"] == 5 + 4
-    from worldvid.experiments.open_loop import held_out_episodes
-    assert held_out_episodes(run, EpisodeStore(other)) == [4]  # evaluating on either store skips what was trained on
-    assert held_out_episodes(run, EpisodeStore(store_dir)) == saved["held_out_episodes"]
+    from worldvid.run_folder import RunFolder
+    assert RunFolder.of(run).held_out_episodes(EpisodeStore(other)) == [4]  # evaluating on either store skips what was trained on
+    assert RunFolder.of(run).held_out_episodes(EpisodeStore(store_dir)) == saved["held_out_episodes"]
     with pytest.raises(ValueError, match="2 data weights for 1 episode stores"):
         train(store_dir, tmp_path / "r", fast(1, data_weights=(1.0, 1.0)), tiny_config(), progress=False)
     with pytest.raises(ValueError, match="data_weights must be non-negative"):

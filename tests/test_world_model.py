@@ -104,8 +104,10 @@ def test_rollout_first_frame_is_predict_next_with_the_window_convention(model):
     video = model.rollout(frames, past, future, generator=gen(5))
     window_actions = torch.cat([past[:, 1:], future[:, :1]], dim=1)  # a[t-K+1 .. t]
     assert torch.equal(video[:, 0], model.predict_next(frames, window_actions, generator=gen(5)))
-    # Only the last K-1 past actions enter the model: the oldest one may be dropped or anything.
-    assert torch.equal(model.rollout(frames, past[:, 1:], future, generator=gen(5)), video)
+    # Only the last K-1 past actions enter the model: the oldest one may be anything, but it must be there
+    # (past_actions means a[t-K..t-1] everywhere).
+    with pytest.raises(ValueError, match="past_actions must be float"):
+        model.rollout(frames, past[:, 1:], future, generator=gen(5))
     assert torch.equal(model.rollout(frames, past.clone().index_fill_(1, torch.tensor([0]), 9.0), future,
                                      generator=gen(5)), video)
     # The second frame is predicted from (f[t], imagined f[t+1]) and actions (a[t], a[t+1]).

@@ -13,6 +13,7 @@ from worldvid.data.store import EpisodeStore
 from worldvid.keypoints import task_objects
 from worldvid.metrics import object_position_error, psnr, ssim
 from worldvid.model import WorldModel
+from worldvid.windows import actions_at, frames_at, past_window
 
 
 def task_colors(env_id: str) -> tuple[np.ndarray, list[str], str | None]:
@@ -26,8 +27,8 @@ class Windows:
     """Open-loop test windows cut from episodes.
 
     context: uint8 [N, K, H, W, 3] = f[t-K+1..t]; past_actions: float32 [N, K, A] = a[t-K..t-1];
-    actions: float32 [N, T, A] = a[t..t+T-1]; real: uint8 [N, T, H, W, 3] = f[t+1..t+T].
-    Steps before an episode's start repeat its first frame and have zero actions.
+    actions: float32 [N, T, A] = a[t..t+T-1]; real: uint8 [N, T, H, W, 3] = f[t+1..t+T]
+    (``worldvid.windows``: steps before an episode's start repeat its first frame and have zero actions).
     """
 
     context: np.ndarray
@@ -43,15 +44,12 @@ def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, hori
         ep = store.read_episode(episode)
         if ep.num_steps < horizon:
             raise ValueError(f"episode {episode} has {ep.num_steps} steps, fewer than the horizon {horizon}")
-        pad = context
-        frames = np.concatenate([np.repeat(ep.frames[:1], pad, 0), ep.frames])
-        actions = np.concatenate([np.zeros((pad, ep.action_dim), np.float32), ep.actions])
         for t in np.linspace(0, ep.num_steps - horizon, starts_per_episode).round().astype(int):
-            i = t + pad  # index of f[t] in the padded arrays
-            out["context"].append(frames[i - context + 1 : i + 1])
-            out["past_actions"].append(actions[i - context : i])
-            out["actions"].append(actions[i : i + horizon])
-            out["real"].append(frames[i + 1 : i + horizon + 1])
+            frames, past = past_window(ep.frames, ep.actions, int(t), context)
+            out["context"].append(frames)
+            out["past_actions"].append(past)
+            out["actions"].append(actions_at(ep.actions, int(t), horizon))
+            out["real"].append(frames_at(ep.frames, int(t) + 1, horizon))
     return Windows(**{k: np.stack(v) for k, v in out.items()})
 
 
@@ -125,7 +123,7 @@ def controllability(
     ``imagined_divergence`` = d(imag_A, imag_B). It passes when matched < 0.5 real_divergence and
     imagined_divergence > 0.5 real_divergence: a model that ignores actions imagines A = B and fails.
     """
-    from worldvid.data.collect import make_pixel_env
+    from worldvid.envs.factory import make_pixel_env
     from worldvid.data.policies import CorrelatedNoisePolicy
 
     k = model.config.context
@@ -143,8 +141,7 @@ def controllability(
             acts.append(policy(obs))
             obs, *_ = env.step(acts[-1])
             frames.append(obs)
-        frames = [frames[0]] * k + frames
-        acts = [np.zeros_like(acts[0])] * k + acts
+        context, past = past_window(np.stack(frames), np.stack(acts), warmup, k)
         state = env.unwrapped.get_sim_state()
         plans = np.stack([np.stack([policy(None) for _ in range(horizon)]) for _ in range(2)]).astype(np.float32)
         real = []
@@ -152,7 +149,7 @@ def controllability(
             env.unwrapped.set_sim_state(state)
             real.append(np.stack([env.step(a)[0] for a in plan]))
         g = torch.Generator(device=model.device).manual_seed(seed + int(s))
-        imag = model.rollout(np.stack(frames[-k:])[None], np.stack(acts[-k:])[None], plans, generator=g).cpu().numpy()
+        imag = model.rollout(context[None], past[None], plans, generator=g).cpu().numpy()
         last = np.stack([real[0][-1], real[1][-1], imag[0][-1], imag[1][-1]])
         d = lambda a, b: float(object_position_error(last[a], last[b], colors)[0].mean())  # noqa: E731
         rows.append({"matched": (d(2, 0) + d(3, 1)) / 2, "real_divergence": d(0, 1), "imagined_divergence": d(2, 3)})

@@ -96,16 +96,8 @@ def locate_objects(
 
 def task_objects(env_id: str) -> tuple[list[tuple[float, float, float]], list[str], str | None]:
     """(colours, names, goal object) a task's env class declares (``object_colors``), read without making the env."""
-    import gymnasium as gym
+    from worldvid.envs.factory import env_class
 
-    import worldvid  # noqa: F401  (registers the tasks)
-
-    try:
-        spec = gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError) as err:
-        raise ValueError(f"unknown environment id {env_id!r}: {err}") from err
-    creator = spec.entry_point
-    if isinstance(creator, str):
-        creator = gym.envs.registration.load_env_creator(creator)
+    creator = env_class(env_id)
     colors = dict(getattr(creator, "object_colors", {}) or {})
     return [tuple(map(float, c)) for c in colors.values()], list(colors), getattr(creator, "goal_object", None)

@@ -1,11 +1,6 @@
 """Training the world model: AdamW with warm-up, gradient clipping, EMA, atomic resumable checkpoints.
 
-A run folder holds::
-
-    train_config.json     the TrainConfig (and the data folder) of the run
-    model/                the EMA weights as a WorldModel checkpoint (config.json + model.safetensors)
-    training_state.pt     everything ``--resume`` needs: weights, EMA, optimizer, schedule, step, RNG states
-    metrics.jsonl/.csv    one row per logging interval (TensorBoard events too, when installed)
+What a run folder holds is ``worldvid.run_folder``; TensorBoard events are written there too, when installed.
 
 Batches are drawn from a generator seeded by (seed, step), and the diffusion noise likewise, so a run
 resumed from step s draws exactly what the uninterrupted run drew after s: resumed weights are
@@ -27,25 +22,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import CheckpointError, TRAINING_STATE, load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
-from worldvid.model import CONFIG_NAME, WorldModel, WorldModelConfig
-
-MODEL_DIR = "model"
-
-
-def model_dir(path: str | os.PathLike) -> Path:
-    """The model folder of a training run folder RUN (RUN/model), or ``path`` itself when it is a model folder.
-
-    Raises FileNotFoundError when neither holds a world-model config.json.
-    """
-    path = Path(path)
-    for candidate in (path / MODEL_DIR, path):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    raise FileNotFoundError(f"no world model at {path} (expected {path / MODEL_DIR / CONFIG_NAME} or {path / CONFIG_NAME})")
+from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.run_folder import RunFolder
 
 
 class TrainingDivergedError(RuntimeError):
@@ -151,8 +132,8 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 class _MetricsLog:
     """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv (and TensorBoard when installed)."""
 
-    def __init__(self, run_dir: Path, resume_step: int) -> None:
-        self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
+    def __init__(self, run: RunFolder, resume_step: int) -> None:
+        self.jsonl, self.csv = run.metrics_jsonl, run.metrics_csv
         rows = [json.loads(line) for line in self.jsonl.read_text().splitlines()] if self.jsonl.exists() else []
         rows = [r for r in rows if r["step"] <= resume_step]  # rows after the checkpoint are redone
         self.rows = rows
@@ -160,7 +141,7 @@ class _MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+            self.tb = SummaryWriter(str(run.path / "tensorboard"), purge_step=resume_step + 1)
         except ImportError:
             self.tb = None
 
@@ -207,14 +188,16 @@ def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
 
 
 def _resolve_configs(
-    store: EpisodeStore, run_dir: Path, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool,
+    store: EpisodeStore, run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool,
     init_model: WorldModel | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
     spec = store.spec
     if resume:
-        saved = json.loads((run_dir / "train_config.json").read_text())
+        saved = run.saved_config()
+        if saved is None:
+            raise CheckpointError(f"{run.path} holds no training run to resume (no {run.train_config_path.name})")
         train_config = TrainConfig(**{**saved["train"], "steps": train_config.steps})
-        model_config = WorldModel.from_pretrained(run_dir / MODEL_DIR).config
+        model_config = run.load_model().config
     elif init_model is not None:
         if model_config is not None:
             raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
@@ -259,8 +242,9 @@ def train(
     stores = _open_stores(data_dirs)
     if not resume and (run_dir / TRAINING_STATE).exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
-    init_model = WorldModel.from_pretrained(model_dir(init_from)) if init_from is not None and not resume else None
-    model_config, train_config = _resolve_configs(stores[0], run_dir, model_config, train_config, resume, init_model)
+    init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
+    run = RunFolder.new(run_dir)
+    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, resume, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -287,20 +271,20 @@ def train(
         step = int(state["step"])
     run_dir.mkdir(parents=True, exist_ok=True)
     stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
-    write_json_atomic(run_dir / "train_config.json", {
+    run.write_config({
         "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
         "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
-    }, indent=1)
-    log = _MetricsLog(run_dir, step)
+    })
+    log = _MetricsLog(run, step)
 
     def checkpoint() -> None:
         save_training_state(run_dir, {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "step": step,
         })
-        ema.save_pretrained(run_dir / MODEL_DIR)
+        ema.save_pretrained(run.model_path)
 
-    if step == 0 and not (run_dir / MODEL_DIR).exists():
+    if step == 0 and not run.model_path.exists():
         checkpoint()  # a resumable starting point exists from the first moment
     sampler = _StepBatches([len(p) for p in parts], train_config.batch_size, train_config.seed, step,
                            train_config.steps, train_config.data_weights)

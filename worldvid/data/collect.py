@@ -15,54 +15,7 @@ from tqdm.auto import tqdm
 from worldvid.data.episode import Episode
 from worldvid.data.policies import CollectionPolicy, make_policy
 from worldvid.data.store import EpisodeStore, StoreSpec
-
-
-def canonical_env_id(env_id: str) -> str:
-    """``"worldvid:worldvid/PointReach-v0"`` -> ``"worldvid/PointReach-v0"`` (the module prefix only imports)."""
-    return env_id.split(":", 1)[1] if ":" in env_id else env_id
-
-
-def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
-    """Make ``env_id`` with uint8 [size, size, 3] observations.
-
-    worldvid's own tasks render their observations themselves. Any other registered env must support
-    ``render_mode="rgb_array"``; its rendered frames become the observations (``envs.wrappers.PixelObservation``).
-    Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
-    """
-    import worldvid  # noqa: F401  (registers worldvid's tasks)
-    from worldvid.envs import TASKS
-    from worldvid.envs.wrappers import PixelObservation
-
-    if size < 8:
-        raise ValueError(f"frame size must be >= 8 pixels, got {size}")
-    try:
-        spec = gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError) as err:
-        raise ValueError(f"unknown environment id {env_id!r}: {err}") from err
-    if canonical_env_id(spec.id) in TASKS:
-        env = gym.make(env_id, size=size, **env_kwargs)
-    else:
-        modes = _render_modes(spec)
-        if modes is not None and "rgb_array" not in modes:
-            raise ValueError(f"{env_id} cannot render rgb_array frames (render modes: {modes})")
-        try:
-            env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
-        except TypeError:  # an env without width/height keywords: resize its frames instead
-            env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
-        env = PixelObservation(env, size)
-    if not isinstance(env.action_space, gym.spaces.Box):
-        env.close()
-        raise ValueError(f"worldvid needs a continuous (Box) action space; {env_id} has {env.action_space}")
-    return env
-
-
-def _render_modes(spec: gym.envs.registration.EnvSpec) -> list[str] | None:
-    """The render modes the env's class declares (None when it declares none)."""
-    creator = spec.entry_point
-    if isinstance(creator, str):
-        creator = gym.envs.registration.load_env_creator(creator)
-    metadata = getattr(creator, "metadata", None)
-    return metadata.get("render_modes") if isinstance(metadata, dict) else None
+from worldvid.envs.factory import canonical_env_id, make_pixel_env
 
 
 def collect_episode(env: gym.Env, policy: CollectionPolicy, seed: int, max_steps: int | None = None) -> Episode:

@@ -10,16 +10,17 @@ import torch
 from torch.utils.data import Dataset
 
 from worldvid.data.store import EpisodeStore
+from worldvid.windows import context_window
 
 
 class FrameWindowDataset(Dataset):
     """Every window of an episode store, read lazily.
 
-    Item ``i`` is one (episode, t) pair, 0 <= t < T, and holds (the convention ``WorldModel`` uses):
+    Item ``i`` is one (episode, t) pair, 0 <= t < T, and holds (``worldvid.windows``' convention):
 
-    - ``context``: uint8 [K, H, W, 3], frames t-K+1 .. t;
-    - ``context_actions``: float32 [K, A], actions t-K+1 .. t (action j is the one taken from frame j);
-    - ``target``: uint8 [H, W, 3], frame t+1.
+    - ``context``: uint8 [K, H, W, 3], frames f[t-K+1..t];
+    - ``context_actions``: float32 [K, A], actions a[t-K+1..t] (a[j] is the one taken from frame f[j]);
+    - ``target``: uint8 [H, W, 3], frame f[t+1].
 
     Before an episode's start the first frame is repeated and the actions are zero. Only an index of
     episode lengths is held in memory (taken from the manifest); frames are read from HDF5 on demand, with
@@ -51,17 +52,14 @@ class FrameWindowDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         episode, t = self.locate(index)
         k = self.context
-        start = max(0, t - k + 1)
-        frames = self.store.read_frames(episode, start, t + 2)  # context frames start..t and target t+1
+        start = max(0, t - k + 1)  # read only what the window needs; padding happens only when start is 0
+        frames = self.store.read_frames(episode, start, t + 2)  # f[start..t] and the target f[t+1]
         actions = self.store.read_actions(episode, start, t + 1)
-        pad = k - (t + 1 - start)
-        if pad:
-            frames = np.concatenate([np.repeat(frames[:1], pad, axis=0), frames], axis=0)
-            actions = np.concatenate([np.zeros((pad, actions.shape[1]), np.float32), actions], axis=0)
+        context, context_actions = context_window(frames, actions, t - start, k)
         return {
-            "context": torch.from_numpy(np.ascontiguousarray(frames[:k])),
-            "context_actions": torch.from_numpy(np.ascontiguousarray(actions)),
-            "target": torch.from_numpy(np.ascontiguousarray(frames[k])),
+            "context": torch.from_numpy(np.ascontiguousarray(context)),
+            "context_actions": torch.from_numpy(np.ascontiguousarray(context_actions)),
+            "target": torch.from_numpy(np.ascontiguousarray(frames[t + 1 - start])),
         }
 
 

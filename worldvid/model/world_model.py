@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from worldvid.envs.factory import canonical_env_id
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
 from worldvid.model.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_folder, save_folder
@@ -145,18 +146,17 @@ class WorldModel(nn.Module):
         return model_to_frames(x) if as_uint8 else x
 
     @torch.inference_mode()
-    def rollout(self, context_frames: Tensor | np.ndarray, context_actions: Tensor | np.ndarray,
+    def rollout(self, context_frames: Tensor | np.ndarray, past_actions: Tensor | np.ndarray,
                 actions: Tensor | np.ndarray, generator: torch.Generator | None = None,
                 num_steps: int | None = None) -> Tensor:
         """Imagine T frames f[t+1..t+T] autoregressively, one per action of ``actions``, batched over B.
 
         context_frames: uint8 [B, K, H, W, C] = f[t-K+1..t] (or float [B, K, C, H, W] in [-1, 1]).
-        context_actions: float [B, K, A] = a[t-K..t-1], the K actions executed most recently (the one
-            that led into each context frame); only the last K-1 enter the model (a[t-K] falls out of
-            the window), so [B, K-1, A] = a[t-K+1..t-1] is accepted too.
+        past_actions: float [B, K, A] = a[t-K..t-1], the action that led into each context frame
+            (``worldvid.windows``); a[t-K] falls out of the window, so only the last K-1 enter the model.
         actions: float [B, T, A] = a[t..t+T-1], the actions to imagine; actions[:, j] is taken from
             frame f[t+j] and yields output frame j (f[t+j+1]).
-        So output j is predicted from frames f[t+j-K+1..t+j] and actions a[t+j-K+1..t+j] (real
+        So output j is predicted from frames f[t+j-K+1..t+j] and context actions a[t+j-K+1..t+j] (real
         context where available, imagined frames after), exactly the ``predict_next`` window:
         ``rollout(f, past, a)[:, 0] == predict_next(f, cat(past[:, 1:], a[:, :1]))`` for one generator state.
         Imagined frames are clamped and snapped to the uint8 grid before they re-enter the context.
@@ -165,13 +165,13 @@ class WorldModel(nn.Module):
         """
         k = self.config.context
         context, as_uint8 = self._frames(context_frames, "context_frames", window=True)
-        past = self._actions(context_actions, "context_actions", (k, k - 1))
+        past = self._actions(past_actions, "past_actions", k)
         future = self._actions(actions, "actions", None)
         if future.shape[1] < 1:
             raise ValueError("actions must hold at least one step, got T=0")
         context, past, future = _broadcast_batch(
-            ("context_frames", context), ("context_actions", past), ("actions", future))
-        stream = torch.cat([past[:, past.shape[1] - (k - 1):], future], dim=1)  # a[t-K+1 .. t+T-1]
+            ("context_frames", context), ("past_actions", past), ("actions", future))
+        stream = torch.cat([past[:, 1:], future], dim=1)  # a[t-K+1 .. t+T-1]
         sigmas = self.sigmas(num_steps)
         frames = list(context.unbind(1))
         outputs = []
@@ -235,15 +235,15 @@ class WorldModel(nn.Module):
             raise ValueError(f"{name} contains NaN or infinite values")
         return frames, False
 
-    def _actions(self, actions: Tensor | np.ndarray, name: str, steps: int | tuple[int, ...] | None) -> Tensor:
-        """Validate actions float [B, steps, A] and move them to the model's device as float32."""
+    def _actions(self, actions: Tensor | np.ndarray, name: str, steps: int | None) -> Tensor:
+        """Validate actions float [B, steps, A] (any T when steps is None) and move them to the model's
+        device as float32."""
         a = self.config.action_dim
         actions = _as_tensor(actions, name)
         if not actions.dtype.is_floating_point:
             raise TypeError(f"{name} must be a float tensor [B, T, A={a}], got dtype {actions.dtype}")
-        allowed = (steps,) if isinstance(steps, int) else steps
-        if actions.ndim != 3 or actions.shape[2] != a or (allowed is not None and actions.shape[1] not in allowed):
-            want = "T" if allowed is None else " or ".join(str(s) for s in allowed)
+        if actions.ndim != 3 or actions.shape[2] != a or (steps is not None and actions.shape[1] != steps):
+            want = "T" if steps is None else str(steps)
             raise ValueError(
                 f"{name} must be float [B, {want}, A] with action_dim A={a}, got shape {tuple(actions.shape)}")
         actions = actions.to(device=self.device, dtype=torch.float32)
@@ -271,7 +271,7 @@ class WorldModel(nn.Module):
                 raise ValueError(f"cannot check unknown WorldModelConfig field {key!r}")
             have = fields[key]
             if key == "env_id":
-                if value is None or have is None or _env_name(have) == _env_name(value):
+                if value is None or have is None or canonical_env_id(have) == canonical_env_id(value):
                     continue
             elif _jsonable(value) == have:
                 continue
@@ -327,10 +327,6 @@ def _broadcast_batch(*named: tuple[str, Tensor]) -> tuple[Tensor, ...]:
     if any(b not in (1, batch) for b in sizes.values()):
         raise ValueError(f"batch sizes differ and cannot be broadcast (only a batch of 1 is): {sizes}")
     return tuple(t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t for _, t in named)
-
-
-def _env_name(env_id: str) -> str:
-    return env_id.split(":", 1)[1] if ":" in env_id else env_id
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,69 @@
+"""Making an env from an id: canonical ids, the env class behind an id, and the pixel-observation factory.
+
+The one place that turns a Gymnasium id into something worldvid can use; the data collector, the planners'
+evaluation, the open-loop checks, the dream env and the command line all call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from worldvid.envs import TASKS
+from worldvid.envs.wrappers import PixelObservation
+
+MIN_FRAME_SIZE = 8
+"""Smallest frame side, in pixels, worldvid renders."""
+
+
+def canonical_env_id(env_id: str) -> str:
+    """``"worldvid:worldvid/PointReach-v0"`` -> ``"worldvid/PointReach-v0"`` (the module prefix only imports)."""
+    return env_id.split(":", 1)[1] if ":" in env_id else env_id
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``; ValueError naming the id when Gymnasium does not know it."""
+    try:
+        return gym.spec(env_id)
+    except (gym.error.Error, ModuleNotFoundError) as err:
+        raise ValueError(f"unknown environment id {env_id!r}: {err}") from err
+
+
+def env_class(env_id: str) -> Callable[..., gym.Env]:
+    """The class (or creator function) registered for ``env_id``, loaded without making an env."""
+    creator = env_spec(env_id).entry_point
+    return gym.envs.registration.load_env_creator(creator) if isinstance(creator, str) else creator
+
+
+def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
+    """Make ``env_id`` with uint8 [size, size, 3] observations.
+
+    worldvid's own tasks render their observations themselves. Any other registered env must support
+    ``render_mode="rgb_array"``; its rendered frames become the observations (``PixelObservation``).
+    Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
+    """
+    if size < MIN_FRAME_SIZE:
+        raise ValueError(f"frame size must be >= {MIN_FRAME_SIZE} pixels, got {size}")
+    spec = env_spec(env_id)
+    if canonical_env_id(spec.id) in TASKS:
+        env = gym.make(env_id, size=size, **env_kwargs)
+    else:
+        modes = _render_modes(env_class(env_id))
+        if modes is not None and "rgb_array" not in modes:
+            raise ValueError(f"{env_id} cannot render rgb_array frames (render modes: {modes})")
+        try:
+            env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
+        except TypeError:  # an env without width/height keywords: resize its frames instead
+            env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
+        env = PixelObservation(env, size)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"worldvid needs a continuous (Box) action space; {env_id} has {env.action_space}")
+    return env
+
+
+def _render_modes(creator: Callable[..., gym.Env]) -> list[str] | None:
+    """The render modes the env's class declares (None when it declares none)."""
+    metadata = getattr(creator, "metadata", None)
+    return metadata.get("render_modes") if isinstance(metadata, dict) else None

@@ -1,0 +1,124 @@
+"""A training run folder: where its files are, what it trained on, and loading its model.
+
+A run folder RUN (``worldvid train --out RUN``) holds::
+
+    train_config.json     the TrainConfig of the run and, per episode store, its folder and held-out episodes
+    model/                the EMA weights as a WorldModel checkpoint (config.json + model.safetensors)
+    training_state.pt     everything ``--resume`` needs (``worldvid.checkpoint``)
+    metrics.jsonl/.csv    one row per logging interval
+
+Every command that takes ``--model RUN`` also accepts a bare model folder (one holding config.json);
+``RunFolder.of`` tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from worldvid.atomic import write_json_atomic
+from worldvid.model.pretrained import CONFIG_NAME as MODEL_CONFIG
+
+if TYPE_CHECKING:
+    import torch
+
+    from worldvid.data.store import EpisodeStore
+    from worldvid.model import WorldModel
+
+TRAIN_CONFIG = "train_config.json"
+MODEL_DIR = "model"
+METRICS_CSV = "metrics.csv"
+METRICS_JSONL = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A path that is a training run folder, or a bare model folder (``is_run`` False)."""
+
+    path: Path
+    model_path: Path
+    """The folder holding the model's config.json + weights (RUN/model, or ``path`` itself)."""
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "RunFolder":
+        """The run (or model folder) at ``path``; FileNotFoundError when neither holds a world model."""
+        path = Path(path)
+        for candidate in (path / MODEL_DIR, path):
+            if (candidate / MODEL_CONFIG).is_file():
+                return cls(path, candidate)
+        raise FileNotFoundError(f"no world model at {path} "
+                                f"(expected {path / MODEL_DIR / MODEL_CONFIG} or {path / MODEL_CONFIG})")
+
+    @classmethod
+    def new(cls, path: str | os.PathLike) -> "RunFolder":
+        """A run folder that training is about to fill (it need not exist yet)."""
+        path = Path(path)
+        return cls(path, path / MODEL_DIR)
+
+    @property
+    def is_run(self) -> bool:
+        """True when ``path`` is a training run (it has a model/ folder), False for a bare model folder."""
+        return self.model_path != self.path
+
+    @property
+    def train_config_path(self) -> Path:
+        return self.path / TRAIN_CONFIG
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.path / METRICS_JSONL
+
+    # ------------------------------------------------------------------ what it trained on
+    def saved_config(self) -> dict[str, Any] | None:
+        """The parsed train_config.json, or None for a model folder or a run without one."""
+        if not self.is_run or not self.train_config_path.is_file():
+            return None
+        return json.loads(self.train_config_path.read_text())
+
+    def write_config(self, record: Mapping[str, Any]) -> Path:
+        """Write train_config.json atomically."""
+        return write_json_atomic(self.train_config_path, dict(record), indent=1)
+
+    def stores(self) -> list[dict[str, Any]]:
+        """[{"data": store folder, "held_out_episodes": [...]}, ...] the run trained on (first = main store);
+        empty for a model folder. Runs written before several stores existed list one."""
+        saved = self.saved_config()
+        if saved is None:
+            return []
+        return list(saved.get("stores", [{"data": saved["data"], "held_out_episodes": saved["held_out_episodes"]}]))
+
+    def data(self) -> str | None:
+        """The folder of the (first) episode store the run trained on; None for a model folder."""
+        stores = self.stores()
+        return stores[0]["data"] if stores else None
+
+    def held_out_episodes(self, store: "EpisodeStore") -> list[int]:
+        """The run's held-out episodes of ``store`` when the run trained on it (any of its stores); else every
+        episode of the store."""
+        for trained in self.stores():
+            if Path(trained["data"]).resolve() == store.root.resolve():
+                return list(trained["held_out_episodes"])
+        return store.episode_ids
+
+    # ------------------------------------------------------------------ its model
+    def load_model(self, expect: Mapping[str, Any] | None = None, device: "torch.device | str | None" = None,
+                   **kwargs: Any) -> "WorldModel":
+        """The run's WorldModel on ``device``; ``expect`` (config fields, e.g. frame_size, env_id) must match
+        or ValueError names the field (``WorldModel.check_compatible``). ``kwargs`` go to ``from_pretrained``."""
+        from worldvid.model import WorldModel
+
+        wanted = {key: value for key, value in (expect or {}).items() if value is not None}  # None: unchecked
+        return WorldModel.from_pretrained(self.model_path, expect=wanted, device=device, **kwargs)
+
+    def load_model_for(self, store: "EpisodeStore", device: "torch.device | str | None" = None) -> "WorldModel":
+        """The run's model, checked to fit ``store``'s frames, actions and env (ValueError naming the field)."""
+        spec = store.spec
+        return self.load_model({"frame_size": spec.frame_shape[0], "action_dim": spec.action_dim,
+                                "env_id": spec.env_id}, device=device)
