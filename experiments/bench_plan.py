@@ -1,5 +1,5 @@
 """Bench sections for decision making: each planner's decision latency, and evaluation episodes/s with 1 and 2
-Ray workers. Both run the real evaluation path (``experiments.evaluate.evaluate_planner``) on short episodes.
+Ray workers. Both run the real evaluation path (``experiments.plan_eval.evaluate_planner``) on short episodes.
 
 Without a trained run the default 32x32 world model with fresh weights is used: imagination costs the same
 whatever the weights, so latencies and throughput are those of a trained model of that configuration.
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
-from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
 
 BENCH_ENV = "worldvid/PointReach-v0"
 

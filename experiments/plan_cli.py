@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
 from worldvid.agents.costs import COSTS, REDUCTIONS
-from worldvid.experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.experiments.plan_table import format_table, summary_rows
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -77,13 +78,5 @@ def add_table_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    rows = []
-    for folder in args.dirs:
-        record = json.loads((Path(folder) / "summary.json").read_text())
-        row = record["summary"]
-        saved = dict(record["config"])
-        saved["planner_config"] = PlannerConfig(**saved["planner_config"])
-        row.update(config_columns(PlanEvalConfig(**saved)))  # also for summaries written before a column existed
-        rows.append(row)
-    print(format_table(rows))
+    print(format_table(summary_rows(args.dirs)))
     return 0

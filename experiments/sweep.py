@@ -31,7 +31,8 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from worldvid.agents.base import PlannerConfig
-    from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+    from worldvid.experiments.plan_config import PlanEvalConfig
+    from worldvid.experiments.plan_eval import evaluate_planner
 
     torch.set_num_threads(1)
     planner = PlannerConfig(candidates=config["candidates"], horizon=config["horizon"], iterations=config.get("iterations", 3),
