@@ -17,6 +17,7 @@ from typing import Iterator
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
 from worldvid.experiments.plan_config import PlanEvalConfig
 from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.parallel import init_ray
 
 BENCH_ENV = "worldvid/PointReach-v0"
 
@@ -63,10 +64,7 @@ def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BEN
     so the figure holds actor start-up and model loading but not Ray's own start. Keys: ``eval_episodes_per_s_
     <W>_workers``, ``eval_decision_s_<W>_workers`` and ``eval_speedup_<W>_workers`` (against 1 worker).
     """
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=max(workers))  # before the clock starts
     out: dict[str, float] = {}
     with _model_folder(model, env_id) as folder:
         base = PlanEvalConfig(env_id=env_id, planner="cem", model=folder, episodes=episodes, max_steps=steps,

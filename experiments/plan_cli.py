@@ -10,6 +10,7 @@ from worldvid.agents.costs import COSTS, REDUCTIONS
 from worldvid.experiments.plan_config import PlanEvalConfig
 from worldvid.experiments.plan_eval import evaluate_planner
 from worldvid.experiments.plan_table import format_table, summary_rows
+from worldvid.parallel import init_ray
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--no-early-stop", action="store_true", help="run to the time limit; success = at the end")
     p.add_argument("--video", action="store_true", help="also write real | imagined | goal videos")
     p.add_argument("--record", help="also write the executed episodes as an episode store (training data)")
-    p.add_argument("--address", help="run on an existing Ray cluster (ray.init(address=...)), e.g. 'auto'")
+    p.add_argument("--address", help="Ray cluster address, e.g. 'auto' (default: RAY_ADDRESS if set)")
     p.set_defaults(func=_cmd_plan)
     return p
 
@@ -58,9 +59,7 @@ def config_from_args(args: argparse.Namespace) -> PlanEvalConfig:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     if args.address:
-        import ray
-
-        ray.init(address=args.address, log_to_driver=False)
+        init_ray(address=args.address)
     report = evaluate_planner(config_from_args(args), out=args.out, video=args.video, record=args.record)
     print(format_table([report.summary]))
     print(f"wrote {Path(args.out) / 'summary.json'}")
