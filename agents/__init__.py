@@ -1,6 +1,6 @@
 """Planners that decide by imagining video: random shooting, CEM, MPPI, the simulator oracle, the MPC loop.
 
-Library code only (no Ray, no command line); ``experiments/evaluate.py`` runs them over many episodes.
+Library code only (no Ray, no command line); ``experiments/plan_eval.py`` runs them over many episodes.
 """
 
 from __future__ import annotations

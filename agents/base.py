@@ -181,7 +181,7 @@ class PlannerConfig:
     noise_correlation: float = 0.5
     """AR(1) correlation of the sampling noise along the horizon (0: white); smoother candidates travel further."""
     reduce: str = "final"
-    """How a video's per-frame costs are reduced: 'final', 'mean' or 'discounted' (``agents.costs``). 'final'
+    """How a video's per-frame costs are reduced: 'final', 'mean' or 'discounted' (``worldvid.costs``). 'final'
     leaves the way to the goal free (Push, oracle, keypoint cost: 10/10 episodes with 'final', 9/10 'mean')."""
     discount: float = 0.9
     """Discount for reduce='discounted'."""

@@ -4,7 +4,7 @@
 episode and time; before an episode's start the first frame is repeated and the actions are zero, as in
 training) or, without a store, from a real reset of the model's own task followed by K steps of correlated
 random actions. ``step(action)`` imagines the next frame with one model call. The reward is
-``-cost(next frame, goal frame)`` for the goal-image cost named by ``cost`` (``agents.costs``), or 0 when
+``-cost(next frame, goal frame)`` for the goal-image cost named by ``cost`` (``worldvid.costs``), or 0 when
 there is no goal frame (or ``cost=None``). ``terminated`` is always False; the registered time limit truncates.
 
 Reproducibility: the env's ``np_random`` (seeded by ``reset(seed=...)``) picks the start and seeds a
@@ -144,7 +144,7 @@ class DreamEnv(gym.Env, utils.EzPickle):
     Args:
         model: a ``WorldModel``, a training run folder RUN, or its RUN/model folder.
         data: episode store folder to draw starts from; None resets the model's own task (``config.env_id``).
-        cost: goal-image cost of the reward (``agents.costs.COSTS``: "keypoint", "blur", "pixel"), or None.
+        cost: goal-image cost of the reward (``worldvid.costs.COSTS``: "keypoint", "blur", "pixel"), or None.
         device: where the model runs (None: CPU for a path, unchanged for an instance).
         num_steps: sampler steps per frame (None: the model's ``config.num_steps``).
         episodes: restrict store starts to these episode indices (e.g. a run's held-out episodes).

@@ -12,6 +12,7 @@ import numpy as np
 from worldvid.data.collect import collect
 from worldvid.data.dataset import FrameWindowDataset
 from worldvid.data.store import EpisodeStore, StoreSpec
+from worldvid.parallel import init_ray
 
 TASK_IDS = ("worldvid/PointReach-v0", "worldvid/Push-v0", "worldvid/Reacher-v0")
 
@@ -40,10 +41,8 @@ def recompress(store: EpisodeStore, root: Path, compression: str) -> EpisodeStor
 
 def bench_data(episodes: int = 40, sizes: tuple[int, ...] = (64, 32), workers: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
     """One row per (task, size): frames/s per worker count, bytes/frame and ms/window for gzip and lzf."""
-    import ray
-
-    if max(workers) > 1 and not ray.is_initialized():
-        ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)  # start-up kept out of the timing
+    if max(workers) > 1:
+        init_ray(num_cpus=max(workers))  # start-up kept out of the timing
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for env_id in TASK_IDS:

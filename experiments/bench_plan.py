@@ -1,5 +1,5 @@
 """Bench sections for decision making: each planner's decision latency, and evaluation episodes/s with 1 and 2
-Ray workers. Both run the real evaluation path (``experiments.evaluate.evaluate_planner``) on short episodes.
+Ray workers. Both run the real evaluation path (``experiments.plan_eval.evaluate_planner``) on short episodes.
 
 Without a trained run the default 32x32 world model with fresh weights is used: imagination costs the same
 whatever the weights, so latencies and throughput are those of a trained model of that configuration.
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
-from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.parallel import init_ray
 
 BENCH_ENV = "worldvid/PointReach-v0"
 
@@ -62,10 +64,7 @@ def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BEN
     so the figure holds actor start-up and model loading but not Ray's own start. Keys: ``eval_episodes_per_s_
     <W>_workers``, ``eval_decision_s_<W>_workers`` and ``eval_speedup_<W>_workers`` (against 1 worker).
     """
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=max(workers))  # before the clock starts
     out: dict[str, float] = {}
     with _model_folder(model, env_id) as folder:
         base = PlanEvalConfig(env_id=env_id, planner="cem", model=folder, episodes=episodes, max_steps=steps,

@@ -28,7 +28,8 @@ from typing import Any
 
 from worldvid.agents import PlannerConfig
 from worldvid.agents.base import require_positive_ints
-from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, load_training_state
 from worldvid.data.store import EpisodeStore, StoreError

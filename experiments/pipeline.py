@@ -62,7 +62,8 @@ def _stage(name: str, done: bool) -> bool:
 
 def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run (or finish) the pipeline; print the results table and artefact paths; return them as a dict."""
-    from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+    from worldvid.experiments.plan_config import PlanEvalConfig
+    from worldvid.experiments.plan_eval import evaluate_planner
     from worldvid.experiments.open_loop import run_open_loop_evaluation
     from worldvid.experiments.render import render_open_loop
     from worldvid.data.collect import collect

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig
 from worldvid.costs import COSTS, REDUCTIONS
-from worldvid.experiments.evaluate import PlanEvalConfig, config_columns, evaluate_planner, format_table
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.experiments.plan_table import format_table, summary_rows
+from worldvid.parallel import init_ray
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--no-early-stop", action="store_true", help="run to the time limit; success = at the end")
     p.add_argument("--video", action="store_true", help="also write real | imagined | goal videos")
     p.add_argument("--record", help="also write the executed episodes as an episode store (training data)")
-    p.add_argument("--address", help="run on an existing Ray cluster (ray.init(address=...)), e.g. 'auto'")
+    p.add_argument("--address", help="Ray cluster address, e.g. 'auto' (default: RAY_ADDRESS if set)")
     p.set_defaults(func=_cmd_plan)
     return p
 
@@ -57,9 +59,7 @@ def config_from_args(args: argparse.Namespace) -> PlanEvalConfig:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     if args.address:
-        import ray
-
-        ray.init(address=args.address, log_to_driver=False)
+        init_ray(address=args.address)
     report = evaluate_planner(config_from_args(args), out=args.out, video=args.video, record=args.record)
     print(format_table([report.summary]))
     print(f"wrote {Path(args.out) / 'summary.json'}")
@@ -77,13 +77,5 @@ def add_table_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    rows = []
-    for folder in args.dirs:
-        record = json.loads((Path(folder) / "summary.json").read_text())
-        row = record["summary"]
-        saved = dict(record["config"])
-        saved["planner_config"] = PlannerConfig(**saved["planner_config"])
-        row.update(config_columns(PlanEvalConfig(**saved)))  # also for summaries written before a column existed
-        rows.append(row)
-    print(format_table(rows))
+    print(format_table(summary_rows(args.dirs)))
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvid.atomic import write_bytes_atomic
+from worldvid.parallel import init_ray
 
 EXPERIMENT = "tune"
 """Name of the Tune experiment folder inside the sweep's output folder."""
@@ -31,7 +32,8 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from worldvid.agents.base import PlannerConfig
-    from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner
+    from worldvid.experiments.plan_config import PlanEvalConfig
+    from worldvid.experiments.plan_eval import evaluate_planner
 
     torch.set_num_threads(1)
     planner = PlannerConfig(candidates=config["candidates"], horizon=config["horizon"], iterations=config.get("iterations", 3),
@@ -97,7 +99,6 @@ def run_sweep(
     fixed: settings every trial shares (planner family: env_id, model, cost, episodes, seed; model family:
     data, steps, seed). grid: the values to sweep (PLANNER_GRID / MODEL_GRID by default).
     """
-    import ray
     from ray import tune
 
     if family not in ("planner", "model"):
@@ -119,8 +120,7 @@ def run_sweep(
             WorldModelConfig(action_dim=1, block_channels=tuple(channels))
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **({} if address else {"num_cpus": max_concurrent}))
+    init_ray(address, num_cpus=max_concurrent)
     trainable = _trainable(family)
     path = out / EXPERIMENT
     if tune.Tuner.can_restore(str(path)):

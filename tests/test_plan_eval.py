@@ -12,7 +12,9 @@ import pytest
 
 from worldvid.agents import PlannerConfig
 from worldvid.agents.mpc import wilson_interval
-from worldvid.experiments.evaluate import PlanEvalConfig, evaluate_planner, format_table
+from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.experiments.plan_table import format_table
 from worldvid.data.store import EpisodeStore, StoreMismatchError, StoreSpec
 from worldvid.model import WorldModel, WorldModelConfig
 

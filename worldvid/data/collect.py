@@ -16,6 +16,7 @@ from worldvid.data.episode import Episode
 from worldvid.data.policies import CollectionPolicy, make_policy
 from worldvid.data.store import EpisodeStore, StoreSpec
 from worldvid.envs.factory import canonical_env_id, make_pixel_env
+from worldvid.parallel import bounded_queue, init_ray
 
 
 def collect_episode(env: gym.Env, policy: CollectionPolicy, seed: int, max_steps: int | None = None) -> Episode:
@@ -108,8 +109,8 @@ def collect(
     """Collect ``num_episodes`` episodes of ``env_id`` into the store at ``out``; episode i uses seed ``seed + i``.
 
     With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once; Ray is started
-    locally if it is not running, or use ``ray.init(address=...)`` first for a cluster). Shards are
-    assigned by episode index, so the data is identical whatever ``workers`` is. Re-running into the same
+    locally if it is not running, or set ``RAY_ADDRESS`` to run on a cluster: ``worldvid.parallel.init_ray``).
+    Shards are assigned by episode index, so the data is identical whatever ``workers`` is. Re-running into the same
     folder keeps the finished shards and collects only the rest; a folder holding data of another
     configuration raises ``StoreMismatchError`` and is left untouched.
     """
@@ -147,17 +148,7 @@ def collect(
 def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, finish, timeout_s: float) -> None:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=workers)
     remote = ray.remote(num_cpus=1, max_retries=3)(collect_shard)
-    queue = list(jobs.items())
-    running: dict[Any, int] = {}
-    while queue or running:
-        while queue and len(running) < workers:
-            index, seeds = queue.pop(0)
-            running[remote.remote(*args, seeds)] = index
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
-        if not ready:
-            raise TimeoutError(f"no shard finished within {timeout_s:.0f} s; is the Ray cluster short of CPUs?")
-        for ref in ready:
-            finish(running.pop(ref), ray.get(ref, timeout=timeout_s))
+    bounded_queue(jobs, lambda slot, index: remote.remote(*args, jobs[index]), finish, slots=workers,
+                  timeout_s=timeout_s, what="shard")

@@ -1,0 +1,117 @@
+"""What one planner evaluation runs (``PlanEvalConfig``) and the checks made before any work (``validate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worldvid.agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics
+from worldvid.agents.base import require_positive_ints
+from worldvid.costs import COSTS, make_cost
+
+DEFAULT_SIZE = 32
+"""Frame size when no model fixes it (oracle, random)."""
+
+
+@dataclass(frozen=True)
+class PlanEvalConfig:
+    """One planner evaluation: task, planner, cost, imagination (model or oracle), budget and parallelism."""
+
+    env_id: str
+    """Gymnasium id of the task, e.g. worldvid/PointReach-v0."""
+    planner: str = "cem"
+    """cem | mppi | shooting | random."""
+    cost: str = "keypoint"
+    """Goal-image cost: keypoint | blur | pixel (``worldvid.costs``)."""
+    oracle: bool = False
+    """Imagine candidates in the true simulator instead of the world model (the upper bound)."""
+    model: str | None = None
+    """Training run folder (or its model folder); needed unless ``oracle`` or planner 'random'."""
+    episodes: int = 30
+    """Episodes to run; episode i uses seed ``seed + i``."""
+    workers: int = 1
+    """Parallel workers (Ray actors); 1 runs in this process."""
+    seed: int = 0
+    """Base seed S."""
+    size: int | None = None
+    """Frame size; default: the model's, else 32."""
+    execute: int = 1
+    """Actions executed per decision (k) before replanning."""
+    num_steps: int | None = 1
+    """Denoising steps per imagined frame (None: the model's default). One Euler step suffices for these
+    near-deterministic scenes (as in DIAMOND) and keeps a decision under a second on 2 CPU cores."""
+    max_steps: int | None = None
+    """Cap on steps per episode (default: the task's time limit); for quick checks."""
+    stop_on_success: bool = True
+    """End an episode at its first success (success = reached the goal); else success is judged at the end."""
+    cpus_per_worker: float = 1.0
+    """CPUs each worker reserves; also its torch thread count."""
+    max_episode_retries: int = 3
+    """Times an episode is resubmitted after its worker died."""
+    episode_timeout_s: float = 3600.0
+    """Longest wait for one episode before giving up."""
+    planner_config: PlannerConfig = field(default_factory=PlannerConfig)
+    """Budget (candidates, horizon, iterations) and search hyper-parameters."""
+
+    @property
+    def needs_model(self) -> bool:
+        return not self.oracle and self.planner != "random"
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+    def label(self) -> str:
+        """Short row label, e.g. 'cem/keypoint/oracle'."""
+        source = "-" if self.planner == "random" else ("oracle" if self.oracle else "model")
+        return f"{self.planner}/{'-' if self.planner == 'random' else self.cost}/{source}"
+
+
+def validate(config: PlanEvalConfig) -> tuple[int, Any]:
+    """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input."""
+    from worldvid.envs.factory import canonical_env_id, make_pixel_env
+
+    require_positive_ints(config, ("episodes", "workers", "execute"))
+    require_positive_ints(config, ("max_steps",), optional=True)  # None: the task's time limit
+    if config.planner not in PLANNER_NAMES:
+        raise ValueError(f"unknown planner {config.planner!r}; choose one of {list(PLANNER_NAMES)}")
+    if config.cost not in COSTS:
+        raise ValueError(f"unknown cost {config.cost!r}; choose one of {list(COSTS)}")
+    if config.execute > config.planner_config.horizon:
+        raise ValueError(f"execute ({config.execute}) cannot exceed the plan horizon ({config.planner_config.horizon})")
+    if config.num_steps is not None and config.num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {config.num_steps}")
+    if not config.cpus_per_worker > 0 or config.max_episode_retries < 0 or not config.episode_timeout_s > 0:
+        raise ValueError("cpus_per_worker and episode_timeout_s must be positive, max_episode_retries >= 0")
+    if config.needs_model and config.model is None:
+        raise ValueError(f"planner {config.planner!r} without --oracle imagines with a world model: pass a model")
+    env = make_pixel_env(config.env_id, config.size or DEFAULT_SIZE)
+    try:
+        action_dim = int(np.prod(env.action_space.shape))
+        model = None
+        size = config.size
+        if config.model is not None and (config.needs_model or config.size is None):
+            from worldvid.run_folder import RunFolder
+
+            model = RunFolder.of(config.model).load_model(
+                {"frame_size": config.size, "action_dim": action_dim, "env_id": canonical_env_id(config.env_id)})
+            size = model.config.frame_size
+        size = size or DEFAULT_SIZE
+        if size != env.observation_space.shape[0]:
+            env.close()
+            env = make_pixel_env(config.env_id, size)
+        observation, info = env.reset(seed=config.seed)
+        goal = info.get("goal_frame")
+        if goal is None or np.asarray(goal).shape != observation.shape:
+            shape = None if goal is None else np.asarray(goal).shape
+            raise ValueError(f"{config.env_id}: goal frame of shape {shape} does not match the observations "
+                             f"{observation.shape}; planning needs a goal image like the frames")
+        if config.planner != "random":
+            make_cost(config.cost, config.env_id)  # e.g. keypoint on a task without object colours
+        if config.oracle:
+            SimulatorDynamics(env)  # raises for envs without state copy
+    finally:
+        env.close()
+    return size, (model if config.needs_model else None)

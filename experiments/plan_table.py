@@ -1,0 +1,72 @@
+"""Reporting plan evaluations: the summary row of one (``aggregate``), Markdown tables of many (``worldvid table``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from worldvid.agents import PlannerConfig
+from worldvid.agents.mpc import EpisodeResult, summarize_episodes
+from worldvid.experiments.plan_config import PlanEvalConfig
+
+
+def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEvalConfig) -> dict[str, Any]:
+    """The summary row of an evaluation: ``summarize_episodes`` plus what was run, and how fast."""
+    row = {"label": config.label(), "env_id": config.env_id, "planner": config.planner,
+           "cost": None if config.planner == "random" else config.cost, "oracle": config.oracle}
+    row.update(summarize_episodes(results))
+    budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
+    row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
+    row.update(config_columns(config))
+    row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
+    return row
+
+
+def budget_label(config: PlanEvalConfig) -> str:
+    """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2'."""
+    p = config.planner_config
+    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}"
+
+
+def config_columns(config: PlanEvalConfig) -> dict[str, str]:
+    """The table columns that say what was run: budget, world model (the last two parts of its path, '-' for the
+    oracle and random) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'runs/push32s', 'seeds': '0-29'}."""
+    model = "/".join(Path(config.model).parts[-2:]) if config.needs_model and config.model else "-"
+    return {"budget": budget_label(config), "model_name": model,
+            "seeds": f"{config.seed}-{config.seed + config.episodes - 1}"}
+
+
+TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "model", "{}"), ("seeds", "seeds", "{}"),
+                 ("budget", "cand x hor x iter", "{}"), ("success_rate", "success", "{:.0%}"),
+                 ("success_ci95", "95% CI", "[{0[0]:.0%}, {0[1]:.0%}]"),
+                 ("final_distance_mean", "final dist", "{:.3f}"), ("seconds_per_decision", "s/decision", "{:.3f}"),
+                 ("model_calls_per_action", "calls/action", "{:.2f}"), ("episodes", "episodes", "{}"),
+                 ("episodes_per_second", "episodes/s", "{:.3f}"))
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of summary rows (``aggregate`` dicts)."""
+    header = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def summary_rows(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The summary rows saved in the ``summary.json`` of ``worldvid plan`` out folders, for ``format_table``.
+
+    The columns of ``config_columns`` are recomputed from each saved config, so summaries written before a
+    column existed get it too.
+    """
+    rows = []
+    for folder in folders:
+        record = json.loads((Path(folder) / "summary.json").read_text())
+        row = record["summary"]
+        saved = dict(record["config"])
+        saved["planner_config"] = PlannerConfig(**saved["planner_config"])
+        row.update(config_columns(PlanEvalConfig(**saved)))
+        rows.append(row)
+    return rows

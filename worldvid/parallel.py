@@ -1,0 +1,84 @@
+"""The Ray helper: starting or joining Ray, and a bounded queue of remote work with deadlines and retries.
+
+Every parallel path (collection, plan evaluation, sweeps, bench) starts Ray through ``init_ray``, so one rule
+decides where work runs: an explicit address, else the ``RAY_ADDRESS`` environment variable, else a local
+instance. Ray is imported inside the functions; importing this module does not import it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Callable, Hashable, Iterable, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start or join Ray, unless it is already initialized (then nothing happens).
+
+    address: a cluster to connect to (e.g. 'auto', 'ray://head:10001'); default: the ``RAY_ADDRESS`` environment
+        variable. With neither, Ray starts locally with ``num_cpus`` CPUs (None: all of this machine's); when
+        connecting to a cluster ``num_cpus`` is not used, as the cluster's resources are fixed.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def bounded_queue(
+    keys: Iterable[K],
+    submit: Callable[[int, K], Any],
+    on_result: Callable[[K, Any], None],
+    *,
+    slots: int,
+    timeout_s: float,
+    what: str,
+    hint: str = "is the Ray cluster short of CPUs?",
+    retry_on: tuple[type[BaseException], ...] = (),
+    max_retries: int = 0,
+    on_retry: Callable[[int], None] | None = None,
+) -> None:
+    """Run one remote call per key, at most ``slots`` in flight, handing each result to ``on_result(key, value)``.
+
+    keys: the work, submitted in this order (hashable ids, e.g. shard or episode indices).
+    submit(slot, key): starts the work of ``key`` on slot ``slot`` (0 .. slots-1, free while it runs) and returns
+        its ``ray.ObjectRef``; the slot lets a caller keep one actor per slot.
+    on_result: called in completion order, in this process; results must not depend on the order.
+    timeout_s: longest wait for any one call to finish (and for its result); TimeoutError
+        "no {what} finished within {timeout_s} s; {hint}" when nothing finishes in time.
+    retry_on: errors of ``ray.get`` after which the key is resubmitted first, after ``on_retry(slot)`` (e.g. replace
+        the slot's dead actor); after ``max_retries`` resubmissions RuntimeError "{what} {key} failed {n} times".
+        Other errors propagate.
+    """
+    import ray
+
+    queue, idle = deque(keys), list(range(slots))
+    running: dict[Any, tuple[int, K]] = {}
+    attempts: dict[K, int] = {}
+    while queue or running:
+        while queue and idle:
+            slot, key = idle.pop(), queue.popleft()
+            running[submit(slot, key)] = (slot, key)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout_s)
+        if not ready:
+            raise TimeoutError(f"no {what} finished within {timeout_s:.0f} s; {hint}")
+        slot, key = running.pop(ready[0])
+        try:
+            value = ray.get(ready[0], timeout=timeout_s)
+        except retry_on as error:
+            attempts[key] = attempts.get(key, 0) + 1
+            if attempts[key] > max_retries:
+                raise RuntimeError(f"{what} {key} failed {attempts[key]} times: {error}") from error
+            if on_retry is not None:
+                on_retry(slot)
+            queue.appendleft(key)
+        else:
+            on_result(key, value)
+        idle.append(slot)
