@@ -36,7 +36,7 @@ def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
     """
     from safetensors.torch import save_file
 
-    import worldvid
+    from worldvid.version import __version__
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -45,7 +45,7 @@ def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        config = {"_class_name": type(model).__name__, "_worldvid_version": worldvid.__version__,
+        config = {"_class_name": type(model).__name__, "_worldvid_version": __version__,
                   "_format_version": FORMAT_VERSION, **model.config.to_dict()}
         _write_synced(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", _CHECKSUM_KEY: _checksum(state)})
