@@ -20,7 +20,6 @@ Writes OUT/dagger.json: per round, the planner's success on its recording seeds 
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -134,32 +133,3 @@ def _fine_tune(config: DaggerConfig, stores: list[Path], shares: list[float], st
 
 
 # ---------------------------------------------------------------------------- command line
-def add_dagger_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``worldvid dagger`` to a subparsers object (``worldvid/cli.py``)."""
-    d = DaggerConfig("", "", "", "")
-    p = subparsers.add_parser("dagger", help="plan with the model, record the episodes, fine-tune on them; repeat")
-    p.add_argument("--model", required=True, help="run folder of the starting model")
-    p.add_argument("--data", required=True, help="the episode store it was trained on")
-    p.add_argument("--env", required=True, help="task id, e.g. worldvid/Push-v0")
-    p.add_argument("--out", required=True, help="folder for recorded stores, fine-tuned runs and dagger.json")
-    p.add_argument("--rounds", type=int, default=d.rounds, help="aggregation rounds")
-    p.add_argument("--episodes", type=int, default=d.episodes, help="planner episodes recorded per round")
-    p.add_argument("--oracle-episodes", type=int, default=d.oracle_episodes, help="oracle episodes recorded once")
-    p.add_argument("--seed", type=int, default=d.seed, help="first seed of the planner episodes (not the test seeds)")
-    p.add_argument("--oracle-seed", type=int, default=d.oracle_seed, help="first seed of the oracle episodes")
-    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per round")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the fine-tuning")
-    p.add_argument("--workers", type=int, default=d.workers, help="Ray workers of the recording runs")
-    p.set_defaults(func=_cmd_dagger)
-    return p
-
-
-def _cmd_dagger(args: argparse.Namespace) -> int:
-    config = DaggerConfig(env_id=args.env, model=args.model, data=args.data, out=args.out, rounds=args.rounds,
-                          episodes=args.episodes, oracle_episodes=args.oracle_episodes, seed=args.seed,
-                          oracle_seed=args.oracle_seed, steps=args.steps, lr=args.lr, workers=args.workers)
-    for row in run_dagger(config):
-        print(f"round {row['round']}: planner with {row['model']} solved {row['success_rate']:.0%} of seeds "
-              f"{row['seeds']}; fine-tuned -> {row['fine_tuned']}")
-    print(f"wrote {Path(args.out) / 'dagger.json'}")
-    return 0

@@ -8,11 +8,9 @@ a JSON sidecar beside it holds the per-step PSNR.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -226,40 +224,3 @@ def planning_video(
 
 
 # ---------------------------------------------------------------------------- command line
-def add_render_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``render`` to the ``worldvid`` subcommands (``worldvid render --model RUN --out DIR ...``)."""
-    p = subparsers.add_parser("render", help="real | imagined | error videos of open-loop rollouts, with per-step PSNR")
-    p.add_argument("--model", required=True, help="training run folder (or its model/ folder)")
-    p.add_argument("--data", help="episode store; default: the run's own data (held-out episodes), else fresh real episodes")
-    p.add_argument("--episodes", type=int, default=4, help="number of episodes to render (default 4)")
-    p.add_argument("--horizon", type=int, default=32, help="imagined steps per video, at most the episode length (default 32)")
-    p.add_argument("--gif", action="store_true", help="write GIFs instead of MP4s")
-    p.add_argument("--scale", type=int, help="nearest upscale factor (default: panels at least 128 pixels tall)")
-    p.add_argument("--fps", type=float, default=10, help="frames per second (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="sampler noise seed (default 0)")
-    p.add_argument("--num-steps", type=int, help="sampler steps per frame (default: the model's)")
-    p.add_argument("--out", required=True, help="folder for the videos and their .json sidecars")
-    p.set_defaults(func=_cmd_render)
-    return p
-
-
-def _cmd_render(args: argparse.Namespace) -> int:
-    rows = render_open_loop(args.model, args.out, data=args.data, episodes=args.episodes, horizon=args.horizon,
-                            gif=args.gif, scale=args.scale, fps=args.fps, seed=args.seed, num_steps=args.num_steps)
-    print(f"{'episode':>7} {'steps':>5} {'mean PSNR':>9} {'final':>6}  video")
-    for row in rows:
-        print(f"{row['episode']:7d} {row['horizon']:5d} {row['mean_psnr']:9.2f} {row['final_psnr']:6.2f}  {row['video']}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.render ...``: the same command without the ``worldvid`` entry point."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.render")
-    sub = parser.add_subparsers(dest="command")
-    add_render_command(sub)
-    args = parser.parse_args(["render", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

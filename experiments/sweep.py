@@ -26,6 +26,12 @@ PLANNER_GRID: dict[str, list[Any]] = {"planner": ["cem", "mppi"], "num_steps": [
 MODEL_GRID: dict[str, list[Any]] = {"channels": [[8, 16, 32], [16, 32, 64], [32, 64, 64]]}
 """The default model-size grid."""
 
+FIXED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "planner": {"cost": "keypoint", "episodes": 10, "seed": 0},
+    "model": {"steps": 1000, "seed": 0},
+}
+"""Defaults of the settings every trial of a family shares (``worldvid sweep`` reads them from here)."""
+
 
 def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     """One planner setting evaluated over ``config['episodes']`` episodes (in this Tune worker)."""

@@ -11,7 +11,7 @@ import sys
 def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "worldvid.cli", "demo", "--out", str(out), "--size", "16", "--episodes", "4",
-           "--workers", "1", "--steps", "3", "--plan-episodes", "1", "--plan-max-steps", "2", "--channels", "8", "16"]
+           "--workers", "1", "--train-steps", "3", "--plan-episodes", "1", "--max-episode-steps", "2", "--channels", "8", "16"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

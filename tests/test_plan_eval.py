@@ -120,7 +120,7 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "plan"
     command = [sys.executable, "-m", "worldvid.cli", "plan", "--env", POINT, "--oracle", "--cost", "blur",
                "--episodes", "2", "--out", str(out), "--candidates", "8", "--horizon", "3", "--iterations", "1",
-               "--max-steps", "4", "--size", "16", "--seed", "5", "--record", str(tmp_path / "store"), "--video"]
+               "--max-episode-steps", "4", "--size", "16", "--seed", "5", "--record", str(tmp_path / "store"), "--video"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| cem/blur/oracle |" in done.stdout

@@ -30,7 +30,7 @@ def run(args, **kw):
 def test_planner_sweep_with_two_trials_writes_csv_and_plot_and_resumes(tiny):
     out = tiny / "planner_sweep"
     args = ["sweep", "--family", "planner", "--model", str(tiny / "model"), "--env", "worldvid/PointReach-v0",
-            "--episodes", "1", "--max-steps", "2", "--planners", "cem", "mppi", "--num-steps", "1", "--candidates", "4",
+            "--episodes", "1", "--max-episode-steps", "2", "--planners", "cem", "mppi", "--denoise-steps", "1", "--candidates", "4",
             "--horizons", "2", "--out", str(out)]
     done = run(args)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -62,10 +62,9 @@ def test_model_sweep_refuses_bad_widths_before_any_work(tiny, tmp_path):
 
 
 def test_bench_json_fields_present_and_positive(tmp_path):
-    out = tmp_path / "bench.json"
-    done = run(["bench", "--sections", "peak", "sim", "--out", str(out)])
+    done = run(["bench", "--sections", "peak", "sim", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = json.loads((tmp_path / "bench.json").read_text())
     for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "sim_frames_per_s"):
         assert figures[key] > 0, key
 

@@ -117,13 +117,13 @@ def test_open_loop_windows_pair_frames_and_actions(tmp_path):
 def test_cli_train_then_evaluate(store_dir, tmp_path):
     run = tmp_path / "run"
     env = {"OMP_NUM_THREADS": "1", **{k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}}
-    cmd = [sys.executable, "-m", "worldvid.cli", "train", "--data", str(store_dir), "--out", str(run), "--steps", "3",
+    cmd = [sys.executable, "-m", "worldvid.cli", "train", "--data", str(store_dir), "--out", str(run), "--train-steps", "3",
            "--batch-size", "4", "--channels", "8", "16"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 2 and "--resume" in again.stderr
-    done = subprocess.run([sys.executable, "-m", "worldvid.cli", "evaluate", "--model", str(run), "--horizon", "4",
+    done = subprocess.run([sys.executable, "-m", "worldvid.cli", "evaluate", "--model", str(run), "--rollout-steps", "4",
                            "--control-seeds", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "copy" in done.stdout and "controllability" in done.stdout

@@ -93,17 +93,6 @@ def test_planning_video(tmp_path) -> None:
         planning_video(real[:2], real[-1], futures, tmp_path / "bad.gif")
 
 
-def _render_command() -> list[str]:
-    """``worldvid render`` once the CLI has it; until then the same parser through ``python -m experiments.render``."""
-    from worldvid.cli import build_parser
-
-    try:
-        build_parser().parse_args(["render", "--model", "m", "--out", "o"])
-        return [sys.executable, "-m", "worldvid.cli", "render"]
-    except SystemExit:
-        return [sys.executable, "-m", "worldvid.experiments.render"]
-
-
 def test_render_command_writes_videos_and_psnr(tmp_path) -> None:
     from worldvid.data.collect import collect
     from worldvid.model import WorldModel, WorldModelConfig
@@ -111,8 +100,8 @@ def test_render_command_writes_videos_and_psnr(tmp_path) -> None:
     WorldModel(WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0",
                                 num_steps=1)).save_pretrained(tmp_path / "run" / "model")
     collect("worldvid/PointReach-v0", 2, tmp_path / "store", size=16, progress=False, episodes_per_shard=2)
-    command = _render_command() + ["--model", str(tmp_path / "run"), "--data", str(tmp_path / "store"),
-                                   "--episodes", "2", "--horizon", "4", "--out", str(tmp_path / "videos")]
+    command = [sys.executable, "-m", "worldvid.cli", "render", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "store"),
+                                   "--episodes", "2", "--rollout-steps", "4", "--out", str(tmp_path / "videos")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     videos = sorted((tmp_path / "videos").glob("*.mp4"))

@@ -1,0 +1,7 @@
+"""``python -m worldvid.cli ...``: the ``worldvid`` console script."""
+
+import sys
+
+from worldvid.cli import main
+
+sys.exit(main())
