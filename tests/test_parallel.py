@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from worldvid.parallel import bounded_queue, init_ray
+from worldvid.parallel import bounded_queue, gpus_per_worker, init_ray
 
 
 @pytest.fixture
@@ -21,6 +21,14 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return calls
+
+
+@pytest.mark.parametrize("gpus, workers, share", [(0, 2, 0.0), (1, 1, 1.0), (1, 2, 0.5), (1, 3, 0.3333), (4, 2, 1.0)])
+def test_each_worker_asks_for_an_equal_gpu_share_that_always_fits(monkeypatch, gpus, workers, share):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, **({"GPU": float(gpus)} if gpus else {})})
+    assert gpus_per_worker(workers) == share and workers * share <= max(gpus, 0)
 
 
 def test_init_ray_starts_locally_without_an_address(fake_ray):

@@ -1,4 +1,5 @@
-"""The Ray helper: starting or joining Ray, and a bounded queue of remote work with deadlines and retries.
+"""The Ray helper: starting or joining Ray, each worker's GPU share, and a bounded queue of remote work with
+deadlines and retries.
 
 Every parallel path (collection, plan evaluation, sweeps, bench) starts Ray through ``init_ray``, so one rule
 decides where work runs: an explicit address, else the ``RAY_ADDRESS`` environment variable, else a local
@@ -7,6 +8,7 @@ instance. Ray is imported inside the functions; importing this module does not i
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, TypeVar
@@ -30,6 +32,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def gpus_per_worker(workers: int) -> float:
+    """The GPUs each of ``workers`` concurrent Ray workers asks for: an equal share of the cluster's GPUs, at most
+    one each, rounded down to Ray's resolution of 1e-4 so that ``workers`` shares always fit; 0.0 when the cluster
+    has no GPU. Ray hides every GPU from a worker that asks for none, so a worker that runs a model on CUDA must
+    ask for its share (and then sees only the GPU Ray assigned it, as 'cuda'). Ray must be running."""
+    import ray
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    return min(1.0, math.floor(gpus / workers * 1e4) / 1e4)
 
 
 def bounded_queue(
