@@ -22,7 +22,7 @@ from worldvid.costs import make_cost
 from worldvid.agents.mpc import EpisodeResult, run_episode
 from worldvid.device import resolve_device
 from worldvid.experiments.plan_config import PlanEvalConfig
-from worldvid.parallel import bounded_queue, gpus_per_worker, init_ray
+from worldvid.parallel import bounded_queue, init_ray, worker_device
 
 
 class EpisodeRunner:
@@ -90,7 +90,8 @@ def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequen
         warnings.warn(f"the Ray cluster fits {fits} workers of {config.cpus_per_worker:g} CPUs, not {workers}; "
                       f"using {max(fits, 1)}", stacklevel=3)
         workers = max(fits, 1)
-    gpus, worker_config = _gpu_share(config, model, workers)
+    gpus, device = worker_device(config.device, workers) if model is not None else (0.0, config.device)
+    worker_config = replace(config, device=device)
     remote = ray.remote(EpisodeRunner).options(num_cpus=config.cpus_per_worker, num_gpus=gpus)
     model_ref = ray.put(model) if model is not None else None  # one copy in the object store, any node
 
@@ -112,21 +113,6 @@ def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequen
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
-
-
-def _gpu_share(config: PlanEvalConfig, model: Any, workers: int) -> tuple[float, PlanEvalConfig]:
-    """(GPUs each Ray worker asks for, the config the workers get). A model on CUDA needs a share, as Ray hides the
-    GPUs of a worker that asks for none; the worker then runs on the GPU Ray assigned it ('cuda', whatever index
-    ``config.device`` named). Unset device and a cluster without GPUs: the workers run on their CPUs."""
-    if model is None or resolve_device(config.device).type != "cuda":
-        return 0.0, config
-    gpus = gpus_per_worker(workers)
-    if gpus == 0.0:
-        if config.device is None:
-            return 0.0, config
-        raise ValueError(f"device {config.device!r} asked for but the Ray cluster has no GPU share for "
-                         f"{workers} workers")
-    return gpus, replace(config, device="cuda")
 
 
 def run_episodes(config: PlanEvalConfig, size: int, model: Any, indices: Sequence[int],

@@ -89,21 +89,6 @@ def test_bad_input_fails_before_any_work(tiny_run, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_workers_on_cuda_ask_ray_for_a_gpu_share_and_run_on_the_one_assigned(tiny_run, monkeypatch):
-    from worldvid.experiments import plan_workers
-
-    config, model = model_config(tiny_run, device="cuda:1"), object()
-    assert plan_workers._gpu_share(replace(config, device="cpu"), model, 2) == (0.0, replace(config, device="cpu"))
-    monkeypatch.setattr(plan_workers, "resolve_device", lambda device: torch.device("cuda"))
-    monkeypatch.setattr(plan_workers, "gpus_per_worker", lambda workers: 1 / workers)
-    assert plan_workers._gpu_share(config, model, 2) == (0.5, replace(config, device="cuda"))
-    assert plan_workers._gpu_share(config, None, 2) == (0.0, config)  # the oracle and random run no model
-    monkeypatch.setattr(plan_workers, "gpus_per_worker", lambda workers: 0.0)
-    assert plan_workers._gpu_share(replace(config, device=None), model, 2) == (0.0, replace(config, device=None))
-    with pytest.raises(ValueError, match="no GPU share"):
-        plan_workers._gpu_share(config, model, 2)
-
-
 def test_recording_into_a_store_of_other_data_fails_before_any_episode(tmp_path):
     store = tmp_path / "store"
     EpisodeStore.create(store, StoreSpec(POINT, (16, 16, 3), 2, "mixed", 0))

@@ -47,6 +47,24 @@ def gpus_per_worker(workers: int) -> float:
     return min(1.0, math.floor(gpus / workers * 1e4) / 1e4)
 
 
+def worker_device(device: str | None, workers: int) -> tuple[float, str | None]:
+    """(GPUs each of ``workers`` concurrent Ray workers asks for, the device they run their model on) for a model
+    meant for ``device`` (None: CUDA when present here, else CPU). Not CUDA: (0.0, ``device``). CUDA: an equal
+    share of the cluster's GPUs (``gpus_per_worker``) and 'cuda', the GPU Ray assigns each worker, whatever
+    index ``device`` named; a cluster without GPUs gives (0.0, None), the workers' CPUs, for an unset device and
+    ValueError for an asked one. ValueError for a device ``resolve_device`` refuses. Ray must be running."""
+    from worldvid.device import resolve_device  # here: it imports torch, which importing this module does not
+
+    if resolve_device(device).type != "cuda":
+        return 0.0, device
+    gpus = gpus_per_worker(workers)
+    if gpus == 0.0:
+        if device is None:
+            return 0.0, None
+        raise ValueError(f"device {device!r} asked for but the Ray cluster has no GPU share for {workers} workers")
+    return gpus, "cuda"
+
+
 def bounded_queue(
     keys: Iterable[K],
     submit: Callable[[int, K], Any],
