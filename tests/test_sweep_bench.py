@@ -47,7 +47,7 @@ def test_model_family_trial_trains_and_reports(tiny):
     # The Tune plumbing is the planner test's; this checks what one model-size trial measures, in-process.
     from worldvid.experiments.sweep import model_trial
 
-    figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16]})
+    figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16], "device": "cpu"})
     assert figures["parameters"] > 0 and figures["train_seconds"] > 0
     assert figures["error_px_step8"] >= 0 and figures["copy_error_px_step8"] >= 0 and figures["ratio_vs_copy"] > 0
 
@@ -58,6 +58,8 @@ def test_model_sweep_refuses_bad_widths_before_any_work(tiny, tmp_path):
     with pytest.raises(ValueError, match="divisible by norm_groups"):
         run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0},
                   grid={"channels": [[16, 32], [12, 24]]})
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0, "device": "gpu"})
     assert not (tmp_path / "sweep").exists()
 
 
