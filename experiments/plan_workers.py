@@ -1,7 +1,8 @@
 """The workers of plan evaluation: ``EpisodeRunner`` (one env, one planner) and how episodes are spread over them.
 
 Episodes are spread over W workers (Ray actors), each holding one model replica (on ``config.device``) and one env,
-with torch threads set to its CPU share and, when the model runs on CUDA, an equal share of the cluster's GPUs. Episode i always runs from seed S + i with the planner reseeded from it, so the results do
+with torch threads set to its CPU share and, when the model runs on CUDA, an equal share of the cluster's GPUs.
+Episode i always runs from seed S + i with the planner reseeded from it, so the results do
 not depend on W or on which worker ran what. A worker that dies mid-episode is replaced and its episode
 resubmitted; no result is lost. With W = 1 everything runs in this process, without Ray.
 """
