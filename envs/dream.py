@@ -29,6 +29,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from worldvid.device import resolve_device
 from worldvid.envs.dream_start import StartSampler
 from worldvid.model import WorldModel, randn
 from worldvid.run_folder import RunFolder
@@ -42,12 +43,13 @@ RENDER_FPS = 10
 
 # ---------------------------------------------------------------------------- model and sampling
 def load_world_model(model: WorldModel | str | os.PathLike, device: torch.device | str | None = None) -> WorldModel:
-    """A ``WorldModel`` from an instance (moved to ``device`` if given), a run folder RUN or its RUN/model folder."""
+    """A ``WorldModel`` from an instance (moved to ``device`` if given, else left where it is), a run folder RUN or
+    its RUN/model folder (loaded onto ``device``; None: CUDA when present, else CPU)."""
     if isinstance(model, WorldModel):
-        return model.to(device).eval() if device is not None else model.eval()
+        return model.to(resolve_device(device)).eval() if device is not None else model.eval()
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a WorldModel or a path to a run or model folder, got {type(model).__name__}")
-    return RunFolder.of(model).load_model(device=device)
+    return RunFolder.of(model).load_model(device=resolve_device(device))
 
 
 def imagine_next(
@@ -145,7 +147,7 @@ class DreamEnv(gym.Env, utils.EzPickle):
         model: a ``WorldModel``, a training run folder RUN, or its RUN/model folder.
         data: episode store folder to draw starts from; None resets the model's own task (``config.env_id``).
         cost: goal-image cost of the reward (``worldvid.costs.COSTS``: "keypoint", "blur", "pixel"), or None.
-        device: where the model runs (None: CPU for a path, unchanged for an instance).
+        device: where the model runs (None: CUDA when present, else CPU, for a path; unchanged for an instance).
         num_steps: sampler steps per frame (None: the model's ``config.num_steps``).
         episodes: restrict store starts to these episode indices (e.g. a run's held-out episodes).
         render_mode: None or "rgb_array".

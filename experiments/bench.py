@@ -6,6 +6,8 @@ of the peak, imagined frames/s at batch 1 and 64), ``sim`` (true-simulator frame
 (training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector of 16), ``memory`` (peak RSS of
 training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at the default budget) and
 ``eval`` (evaluation episodes/s with 1 and 2 Ray workers); the last two live in ``experiments.bench_plan``.
+The sections that run a model (``DEVICE_SECTIONS``) run it on ``run_bench``'s device; ``peak``, ``sim`` and
+``memory`` (host RSS) are CPU figures wherever the model runs.
 """
 
 from __future__ import annotations
@@ -25,17 +27,26 @@ import numpy as np
 import torch
 
 from worldvid.atomic import write_json_atomic
+from worldvid.device import resolve_device
 from worldvid.model import WorldModel, WorldModelConfig
 
 
-def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
-    """Fastest wall time of ``repeats`` calls after ``warmup`` calls (the least disturbed measurement)."""
-    for _ in range(warmup):
+def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
+                  device: torch.device | None = None) -> float:
+    """Fastest wall time of ``repeats`` calls after ``warmup`` calls (the least disturbed measurement).
+
+    On a CUDA ``device`` each call is timed until the GPU has finished it, not only until it was queued."""
+    def call() -> None:
         fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -55,39 +66,43 @@ def denoiser_flops(model: WorldModel, batch: int) -> int:
     """Flops of one denoiser call on a batch (counted by torch's FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    c = model.config
-    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size)
-    context = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size)
-    actions = torch.zeros(batch, c.context, c.action_dim)
+    c, device = model.config, model.device
+    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size, device=device)
+    context = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size, device=device)
+    actions = torch.zeros(batch, c.context, c.action_dim, device=device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model.denoiser(x, torch.ones(batch), context, actions)
+        model.denoiser(x, torch.ones(batch, device=device), context, actions)
     return counter.get_total_flops()
 
 
-def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...] = (1, 64), peak: dict[str, float] | None = None) -> dict[str, float]:
-    """Denoiser GFLOP/s (and fraction of the matmul peak of the precision it runs in) and imagined frames/s."""
+def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...] = (1, 64), peak: dict[str, float] | None = None,
+                device: str | torch.device | None = None) -> dict[str, float]:
+    """Denoiser GFLOP/s (and, on the CPU, fraction of the matmul peak of the precision it runs in) and imagined
+    frames/s, on ``device`` (None: CUDA when present, else CPU)."""
     config = config or WorldModelConfig(action_dim=2)
-    model = WorldModel(config).eval()
+    device = resolve_device(device)
+    model = WorldModel(config).to(device).eval()
     c = config
     out: dict[str, float] = {"model_parameters": float(sum(p.numel() for p in model.parameters())), "sampler_steps": float(c.num_steps)}
     for batch in batches:
         context = np.random.randint(0, 256, (batch, c.context, c.frame_size, c.frame_size, 3), dtype=np.uint8)
         actions = np.zeros((batch, c.context, c.action_dim), np.float32)
-        seconds = _best_seconds(lambda: model.predict_next(context, actions), repeats=3)
+        seconds = _best_seconds(lambda: model.predict_next(context, actions), repeats=3, device=device)
         out[f"imagined_frames_per_s_b{batch}"] = batch / seconds
     batch = max(batches)
-    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size)
-    ctx = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size)
-    act = torch.zeros(batch, c.context, c.action_dim)
+    x = torch.randn(batch, c.channels, c.frame_size, c.frame_size, device=device)
+    ctx = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size, device=device)
+    act = torch.zeros(batch, c.context, c.action_dim, device=device)
+    sigma = torch.ones(batch, device=device)
 
     def call() -> None:
         with torch.inference_mode(), model.autocast_context():
-            model.denoiser(x, torch.ones(batch), ctx, act)
+            model.denoiser(x, sigma, ctx, act)
 
-    gflops = denoiser_flops(model, batch) / _best_seconds(call) / 1e9
+    gflops = denoiser_flops(model, batch) / _best_seconds(call, device=device) / 1e9
     out[f"denoiser_gflops_b{batch}"] = gflops
-    if peak:
+    if peak and device.type == "cpu":  # the peak is the CPU's matmul peak
         precision = "bf16" if _autocast_enabled(model) else "fp32"
         out["denoiser_precision_is_bf16"] = float(precision == "bf16")
         out["denoiser_fraction_of_peak"] = gflops / peak[f"matmul_gflops_{precision}"]
@@ -116,38 +131,44 @@ def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int
     return {"sim_frames_per_s": steps / seconds}
 
 
-def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: int = 10) -> dict[str, float]:
-    """Training samples/s (forward + backward + AdamW step, bf16 autocast) on random windows."""
+def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: int = 10,
+                device: str | torch.device | None = None) -> dict[str, float]:
+    """Training samples/s (forward + backward + AdamW step, bf16 autocast) on random windows, on ``device``
+    (None: CUDA when present, else CPU)."""
     config = config or WorldModelConfig(action_dim=2)
     c = config
-    model = WorldModel(config)
+    device = resolve_device(device)
+    model = WorldModel(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    context = torch.randint(0, 256, (batch, c.context, c.frame_size, c.frame_size, 3), dtype=torch.uint8)
-    target = torch.randint(0, 256, (batch, c.frame_size, c.frame_size, 3), dtype=torch.uint8)
-    actions = torch.zeros(batch, c.context, c.action_dim)
+    context = torch.randint(0, 256, (batch, c.context, c.frame_size, c.frame_size, 3), dtype=torch.uint8, device=device)
+    target = torch.randint(0, 256, (batch, c.frame_size, c.frame_size, 3), dtype=torch.uint8, device=device)
+    actions = torch.zeros(batch, c.context, c.action_dim, device=device)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = model.loss(context, actions, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    return {"train_samples_per_s": batch / _best_seconds(step, repeats=steps, warmup=2)}
+    return {"train_samples_per_s": batch / _best_seconds(step, repeats=steps, warmup=2, device=device)}
 
 
-def bench_dream(model: str | os.PathLike | None = None, num_envs: tuple[int, ...] = (1, 16), steps: int = 20) -> dict[str, float]:
+def bench_dream(model: str | os.PathLike | None = None, num_envs: tuple[int, ...] = (1, 16), steps: int = 20,
+                device: str | torch.device | None = None) -> dict[str, float]:
     """Dream-v0 env-steps/s: one env, and a vector env stepping N dreams in one batched model call.
 
-    Uses a trained run when given, else the default 32x32 config with fresh weights (same cost per step).
+    Uses a trained run when given, else the default 32x32 config with fresh weights (same cost per step); the
+    model runs on ``device`` (None: CUDA when present, else CPU).
     """
     from worldvid.envs.dream import DreamEnv, DreamVectorEnv
 
+    device = resolve_device(device)
     if model is None:
         model = WorldModel(WorldModelConfig(action_dim=2, env_id="worldvid/PointReach-v0"))
     out = {}
     for n in num_envs:
-        env = DreamEnv(model=model) if n == 1 else DreamVectorEnv(n, model=model)
+        env = DreamEnv(model=model, device=device) if n == 1 else DreamVectorEnv(n, model=model, device=device)
         env.reset(seed=0)
         actions = np.zeros((n, 2) if n > 1 else (2,), np.float32)
         for _ in range(3):  # warm-up
@@ -213,16 +234,16 @@ def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
     return peak_rss_mb()
 
 
-def _bench_plan() -> dict[str, float]:
+def _bench_plan(device: str | None = None) -> dict[str, float]:
     from worldvid.experiments.bench_plan import bench_planners
 
-    return bench_planners()
+    return bench_planners(device=device)
 
 
-def _bench_eval() -> dict[str, float]:
+def _bench_eval(device: str | None = None) -> dict[str, float]:
     from worldvid.experiments.bench_plan import bench_eval_scaling
 
-    return bench_eval_scaling()
+    return bench_eval_scaling(device=device)
 
 
 SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
@@ -230,16 +251,28 @@ SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
     "memory": bench_memory, "plan": _bench_plan, "eval": _bench_eval,
 }
 
+DEVICE_SECTIONS = ("model", "train", "dream", "plan", "eval")
+"""The sections that run a world model, on ``run_bench``'s device."""
 
-def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None = None) -> dict[str, float]:
-    """Run the named sections (all by default) in this process; print a table; write JSON to ``out``."""
+
+def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None = None,
+              device: str | None = None) -> dict[str, float]:
+    """Run the named sections (all by default) in this process; print a table; write JSON to ``out``.
+
+    device: where the ``DEVICE_SECTIONS`` run their model (None: CUDA when present, else CPU); the figure
+    ``model_on_cuda`` (1 or 0) records which.
+    """
     sections = sections or list(SECTIONS)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {list(SECTIONS)}")
-    results: dict[str, float] = {"torch_threads": float(torch.get_num_threads())}
+    resolved = resolve_device(device)
+    results: dict[str, float] = {"torch_threads": float(torch.get_num_threads()),
+                                 "model_on_cuda": float(resolved.type == "cuda")}
     for name in sections:
-        kwargs = {"peak": results} if name == "model" and "matmul_gflops_fp32" in results else {}
+        kwargs: dict[str, Any] = {"device": device} if name in DEVICE_SECTIONS else {}
+        if name == "model" and "matmul_gflops_fp32" in results:
+            kwargs["peak"] = results
         results.update(SECTIONS[name](**kwargs))
     width = max(map(len, results))
     for key, value in results.items():

@@ -36,8 +36,9 @@ def _model_folder(model: str | os.PathLike | None, env_id: str) -> Iterator[str]
 
 
 def bench_planners(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, decisions: int = 6,
-                   planner_config: PlannerConfig | None = None) -> dict[str, float]:
-    """Seconds per decision of every planner at the default budget (``PlannerConfig()``), imagining with the model.
+                   planner_config: PlannerConfig | None = None, device: str | None = None) -> dict[str, float]:
+    """Seconds per decision of every planner at the default budget (``PlannerConfig()``), imagining with the model
+    on ``device`` (None: CUDA when present, else CPU).
 
     One episode of ``decisions`` decisions per planner, in this process with one torch thread, as one evaluation
     worker runs. Keys: ``decision_s_<planner>``, plus ``planner_candidates``, ``planner_horizon`` and
@@ -49,7 +50,7 @@ def bench_planners(model: str | os.PathLike | None = None, env_id: str = BENCH_E
     with _model_folder(model, env_id) as folder:
         for planner in PLANNER_NAMES:
             run = PlanEvalConfig(env_id=env_id, planner=planner, model=folder, episodes=1, max_steps=decisions,
-                                 stop_on_success=False, planner_config=config)
+                                 stop_on_success=False, planner_config=config, device=device)
             summary = evaluate_planner(run, progress=False).summary
             out[f"decision_s_{planner}"] = summary["seconds_per_decision"]
     return out
@@ -57,8 +58,9 @@ def bench_planners(model: str | os.PathLike | None = None, env_id: str = BENCH_E
 
 def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, episodes: int = 6,
                        steps: int = 10, workers: tuple[int, ...] = (1, 2),
-                       planner_config: PlannerConfig | None = None) -> dict[str, float]:
-    """Evaluation episodes/s and s/decision of CEM over the world model with 1 and 2 Ray workers.
+                       planner_config: PlannerConfig | None = None, device: str | None = None) -> dict[str, float]:
+    """Evaluation episodes/s and s/decision of CEM over the world model (on ``device``; None: CUDA when present,
+    else CPU) with 1 and 2 Ray workers.
 
     ``episodes`` episodes of ``steps`` decisions each; Ray is started (2 CPUs, locally) before the clock starts,
     so the figure holds actor start-up and model loading but not Ray's own start. Keys: ``eval_episodes_per_s_
@@ -68,7 +70,7 @@ def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BEN
     out: dict[str, float] = {}
     with _model_folder(model, env_id) as folder:
         base = PlanEvalConfig(env_id=env_id, planner="cem", model=folder, episodes=episodes, max_steps=steps,
-                              stop_on_success=False, planner_config=planner_config or PlannerConfig())
+                              stop_on_success=False, planner_config=planner_config or PlannerConfig(), device=device)
         for w in workers:
             summary = evaluate_planner(replace(base, workers=w), progress=False).summary
             out[f"eval_episodes_per_s_{w}_workers"] = summary["episodes_per_second"]

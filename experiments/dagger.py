@@ -32,6 +32,7 @@ from worldvid.experiments.plan_eval import evaluate_planner
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, load_training_state
 from worldvid.data.store import EpisodeStore, StoreError
+from worldvid.device import resolve_device
 from worldvid.run_folder import RunFolder
 from worldvid.train import TrainConfig, train
 
@@ -64,6 +65,9 @@ class DaggerConfig:
     oracle_share: float = 0.2
     workers: int = 2
     """Ray workers of the recording runs (1: in this process)."""
+    device: str | None = None
+    """Where the planners' world model runs and the fine-tuning trains, e.g. 'cpu', 'cuda' (None: CUDA when
+    present, else CPU)."""
     max_steps: int | None = None
     """Cap on steps per recorded episode (default: the task's time limit); for quick checks."""
     planner_config: PlannerConfig = field(default_factory=PlannerConfig)
@@ -82,9 +86,10 @@ def run_dagger(config: DaggerConfig, progress: bool = True) -> list[dict[str, An
     out = Path(config.out)
     size = EpisodeStore(config.data).spec.frame_shape[0]
     RunFolder.of(config.model)  # FileNotFoundError before any work
+    resolve_device(config.device)  # ValueError before any work
     base = PlanEvalConfig(env_id=config.env_id, planner="cem", cost="keypoint", episodes=config.episodes,
                           workers=config.workers, size=size, max_steps=config.max_steps,
-                          planner_config=config.planner_config)
+                          planner_config=config.planner_config, device=config.device)
     oracle_store = None
     if config.oracle_episodes:
         oracle = replace(base, oracle=True, episodes=config.oracle_episodes, seed=config.oracle_seed)
@@ -127,9 +132,9 @@ def _fine_tune(config: DaggerConfig, stores: list[Path], shares: list[float], st
     if (run / TRAINING_STATE).is_file():
         if int(load_training_state(run)["step"]) >= config.steps:
             return
-        train(stores, run, train_config, resume=True, progress=progress)
+        train(stores, run, train_config, resume=True, progress=progress, device=config.device)
     else:
-        train(stores, run, train_config, init_from=start, progress=progress)
+        train(stores, run, train_config, init_from=start, progress=progress, device=config.device)
 
 
 # ---------------------------------------------------------------------------- command line

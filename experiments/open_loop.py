@@ -8,6 +8,7 @@ from typing import Any
 
 from worldvid.atomic import write_json_atomic
 from worldvid.data.store import EpisodeStore
+from worldvid.device import resolve_device
 from worldvid.evaluate import controllability, evaluate_open_loop
 from worldvid.run_folder import RunFolder
 
@@ -49,15 +50,20 @@ def run_open_loop_evaluation(
     max_episodes: int = 30,
     seed: int = 0,
     print_table: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report."""
+    """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report.
+
+    device: where the model runs (None: CUDA when present, else CPU).
+    """
+    device = resolve_device(device)
     run = RunFolder.of(model)
     if data is None:
         data = run.data()
         if data is None:
             raise ValueError(f"{model} is not a training run folder; pass --data")
     store = EpisodeStore(data)
-    world_model = run.load_model_for(store)
+    world_model = run.load_model_for(store, device=device)
     episodes = run.held_out_episodes(store)[:max_episodes]
     report = evaluate_open_loop(world_model, store, episodes, horizon=horizon, seed=seed)
     if controllability_seeds > 0:

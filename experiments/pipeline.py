@@ -49,6 +49,9 @@ class DemoConfig:
     """Open-loop comparison videos to render."""
     seed: int = 0
     """Base seed of everything."""
+    device: str | None = None
+    """Where the world model trains, is evaluated, plans and renders, e.g. 'cpu', 'cuda' (None: CUDA when
+    present, else CPU)."""
 
 
 PLAN_SEED = 500_000
@@ -68,10 +71,12 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from worldvid.experiments.render import render_open_loop
     from worldvid.data.collect import collect
     from worldvid.data.store import EpisodeStore
+    from worldvid.device import resolve_device
     from worldvid.model import WorldModelConfig
     from worldvid.run_folder import RunFolder
     from worldvid.train import TrainConfig, train
 
+    resolve_device(config.device)  # ValueError before any work
     start = time.perf_counter()
     root = Path(config.out)
     data, run = root / "data", RunFolder.new(root / "run")
@@ -90,11 +95,11 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
             model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=config.size, env_id=spec.env_id,
                                             block_channels=tuple(config.channels))
         train(data, run.path, TrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed),
-              model_config=model_config, resume=state.exists())
+              model_config=model_config, resume=state.exists(), device=config.device)
 
     eval_json = run.path / "eval.json"
     if _stage("open-loop evaluation vs copy-last-frame", eval_json.exists()):
-        run_open_loop_evaluation(run.path, horizon=16, controllability_seeds=8, seed=config.seed)
+        run_open_loop_evaluation(run.path, horizon=16, controllability_seeds=8, seed=config.seed, device=config.device)
     open_loop = json.loads(eval_json.read_text())
 
     rows = []
@@ -106,13 +111,13 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
         if _stage(f"plan: {name}", (folder / "summary.json").exists()):
             plan_config = PlanEvalConfig(env_id=config.env_id, episodes=config.plan_episodes, workers=config.workers,
                                          seed=PLAN_SEED + config.seed, size=config.size,
-                                         max_steps=config.plan_max_steps, **kwargs)
+                                         max_steps=config.plan_max_steps, device=config.device, **kwargs)
             evaluate_planner(plan_config, out=folder, video=kwargs["planner"] != "random", progress=False)
         rows.append(json.loads((folder / "summary.json").read_text())["summary"])
 
     videos = root / "videos"
     if _stage("render real-vs-imagined videos", videos.exists() and any(videos.glob("*.mp4"))):
-        render_open_loop(run.path, videos, episodes=config.videos, horizon=24, seed=config.seed)
+        render_open_loop(run.path, videos, episodes=config.videos, horizon=24, seed=config.seed, device=config.device)
 
     result = {
         "open_loop": open_loop, "planning": rows, "seconds": time.perf_counter() - start,

@@ -54,6 +54,10 @@ class PlanEvalConfig:
     """Longest wait for one episode before giving up."""
     planner_config: PlannerConfig = field(default_factory=PlannerConfig)
     """Budget (candidates, horizon, iterations) and search hyper-parameters."""
+    device: str | None = None
+    """Where the workers run the world model, e.g. 'cpu', 'cuda' (None: CUDA when present, else CPU). With more
+    than one worker on CUDA each worker gets an equal share of the Ray cluster's GPUs and runs on the one Ray
+    assigns it."""
 
     @property
     def needs_model(self) -> bool:
@@ -70,7 +74,10 @@ class PlanEvalConfig:
 
 
 def validate(config: PlanEvalConfig) -> tuple[int, Any]:
-    """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input."""
+    """Check everything before any work; returns (frame size, loaded model or None). ValueError on bad input.
+
+    The model is loaded on the CPU (the workers move their replica to ``config.device``)."""
+    from worldvid.device import resolve_device
     from worldvid.envs.factory import canonical_env_id, make_pixel_env
 
     require_positive_ints(config, ("episodes", "workers", "execute"))
@@ -87,6 +94,7 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         raise ValueError("cpus_per_worker and episode_timeout_s must be positive, max_episode_retries >= 0")
     if config.needs_model and config.model is None:
         raise ValueError(f"planner {config.planner!r} without --oracle imagines with a world model: pass a model")
+    resolve_device(config.device)  # e.g. 'cuda' on a machine without it
     env = make_pixel_env(config.env_id, config.size or DEFAULT_SIZE)
     try:
         action_dim = int(np.prod(env.action_space.shape))

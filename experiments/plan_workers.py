@@ -1,7 +1,8 @@
 """The workers of plan evaluation: ``EpisodeRunner`` (one env, one planner) and how episodes are spread over them.
 
-Episodes are spread over W workers (Ray actors), each holding one model replica and one env, with torch threads
-set to its CPU share. Episode i always runs from seed S + i with the planner reseeded from it, so the results do
+Episodes are spread over W workers (Ray actors), each holding one model replica (on ``config.device``) and one env,
+with torch threads set to its CPU share and, when the model runs on CUDA, an equal share of the cluster's GPUs.
+Episode i always runs from seed S + i with the planner reseeded from it, so the results do
 not depend on W or on which worker ran what. A worker that dies mid-episode is replaced and its episode
 resubmitted; no result is lost. With W = 1 everything runs in this process, without Ray.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,12 +21,14 @@ import torch
 from worldvid.agents import SimulatorDynamics, WorldModelDynamics, make_planner
 from worldvid.costs import make_cost
 from worldvid.agents.mpc import EpisodeResult, run_episode
+from worldvid.device import resolve_device
 from worldvid.experiments.plan_config import PlanEvalConfig
-from worldvid.parallel import bounded_queue, init_ray
+from worldvid.parallel import bounded_queue, init_ray, worker_device
 
 
 class EpisodeRunner:
-    """One worker: an env, a planner (with its model replica or the oracle); runs episodes by index.
+    """One worker: an env, a planner (with its model replica, moved to ``config.device``, or the oracle); runs
+    episodes by index.
 
     ``crash_once_marker`` is a test hook: the first ``run`` in any worker that finds no file at that path
     creates it and kills its process, as a crashing node would.
@@ -40,6 +44,8 @@ class EpisodeRunner:
         self.crash_once_marker = crash_once_marker
         self.env = make_pixel_env(config.env_id, size)
         space = self.env.action_space
+        if model is not None:
+            model = model.to(resolve_device(config.device))  # validate loaded it on the CPU
         dynamics: Any = None
         if config.oracle:
             dynamics = SimulatorDynamics(self.env)
@@ -85,11 +91,13 @@ def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequen
         warnings.warn(f"the Ray cluster fits {fits} workers of {config.cpus_per_worker:g} CPUs, not {workers}; "
                       f"using {max(fits, 1)}", stacklevel=3)
         workers = max(fits, 1)
-    remote = ray.remote(EpisodeRunner).options(num_cpus=config.cpus_per_worker)
+    gpus, device = worker_device(config.device, workers) if model is not None else (0.0, config.device)
+    worker_config = replace(config, device=device)
+    remote = ray.remote(EpisodeRunner).options(num_cpus=config.cpus_per_worker, num_gpus=gpus)
     model_ref = ray.put(model) if model is not None else None  # one copy in the object store, any node
 
     def start() -> Any:
-        return remote.remote(config, size, model_ref, config.threads, crash_once_marker)
+        return remote.remote(worker_config, size, model_ref, config.threads, crash_once_marker)
 
     actors = [start() for _ in range(workers)]
 

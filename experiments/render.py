@@ -122,22 +122,26 @@ def render_open_loop(
     fps: float = 10,
     seed: int = 0,
     num_steps: int | None = None,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Open-loop comparison videos for ``episodes`` episodes; returns one summary dict per video.
 
     model: a run folder or a model folder. data: an episode store; None uses the run's own data (its held-out
     episodes) when the run records it, else fresh real episodes of the model's task. Each rollout starts at the
     episode's first frame (context = that frame repeated, as in training) and imagines min(horizon, episode
-    length) steps under the recorded actions; sampler noise is seeded with ``seed``.
+    length) steps under the recorded actions; sampler noise is seeded with ``seed``, drawn on the model's device.
+    device: where the model runs (None: CUDA when present, else CPU).
     """
     import torch
 
+    from worldvid.device import resolve_device
     from worldvid.evaluate import cut_windows
 
     if episodes < 1 or horizon < 1:
         raise ValueError(f"episodes and horizon must be >= 1, got {episodes} and {horizon}")
+    device = resolve_device(device)
     run = RunFolder.of(model)
-    world_model = run.load_model()
+    world_model = run.load_model(device=device)
     source, chosen, kind = _episode_source(run, data, episodes, world_model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +152,7 @@ def render_open_loop(
         ep = source.read_episode(index)
         steps = min(horizon, ep.num_steps)
         windows = cut_windows(source, [index], k, steps, starts_per_episode=1)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=world_model.device).manual_seed(seed)
         imagined = world_model.rollout(windows.context, windows.past_actions, windows.actions, generator=generator,
                                        num_steps=num_steps).cpu().numpy()
         meta = {"env_id": ep.env_id, "model": str(run.model_path), "source": kind, "episode": int(index),

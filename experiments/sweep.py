@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvid.atomic import write_bytes_atomic
-from worldvid.parallel import init_ray
+from worldvid.parallel import init_ray, worker_device
 
 EXPERIMENT = "tune"
 """Name of the Tune experiment folder inside the sweep's output folder."""
@@ -47,7 +47,7 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     report = evaluate_planner(
         PlanEvalConfig(env_id=config["env_id"], planner=config["planner"], cost=config["cost"], model=config["model"],
                        episodes=config["episodes"], workers=1, seed=config["seed"], num_steps=config["num_steps"],
-                       max_steps=config.get("max_steps"), planner_config=planner),
+                       max_steps=config.get("max_steps"), planner_config=planner, device=config.get("device")),
         progress=False,
     )
     s = report.summary
@@ -71,8 +71,10 @@ def model_trial(config: dict[str, Any]) -> dict[str, Any]:
     model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id,
                                     block_channels=tuple(config["channels"]))
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train(config["data"], tmp, TrainConfig(steps=config["steps"], seed=config["seed"]), model_config, progress=False)
-        report = run_open_loop_evaluation(tmp, horizon=8, controllability_seeds=0, print_table=False)
+        summary = train(config["data"], tmp, TrainConfig(steps=config["steps"], seed=config["seed"]), model_config,
+                        progress=False, device=config.get("device"))
+        report = run_open_loop_evaluation(tmp, horizon=8, controllability_seeds=0, print_table=False,
+                                          device=config.get("device"))
     metric = "goal_object_error_px"
     model_err, copy_err = report["model"][metric][-1], report["copy_last_frame"][metric][-1]
     return {"parameters": summary["parameters"], "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
@@ -80,7 +82,9 @@ def model_trial(config: dict[str, Any]) -> dict[str, Any]:
             "psnr_step8": report["model"]["psnr"][-1]}
 
 
-def _trainable(family: str):
+def _trainable(family: str, gpus: float = 0.0):
+    """The Tune trainable of ``family``; each trial holds one CPU and ``gpus`` GPUs (Ray hides GPUs from a trial
+    that asks for none)."""
     from ray import tune
 
     fn = planner_trial if family == "planner" else model_trial
@@ -89,7 +93,7 @@ def _trainable(family: str):
         tune.report(fn(config))
 
     trainable.__name__ = f"{family}_trial"
-    return tune.with_resources(trainable, {"cpu": 1})
+    return tune.with_resources(trainable, {"cpu": 1, **({"gpu": gpus} if gpus else {})})
 
 
 def run_sweep(
@@ -103,8 +107,12 @@ def run_sweep(
     """Run (or resume) a sweep; write results.csv and frontier.png into ``out``; return the results DataFrame.
 
     fixed: settings every trial shares (planner family: env_id, model, cost, episodes, seed; model family:
-    data, steps, seed). grid: the values to sweep (PLANNER_GRID / MODEL_GRID by default).
+    data, steps, seed; both: optionally ``device``, where the trials run their models, None: CUDA when present,
+    else CPU). grid: the values to sweep (PLANNER_GRID / MODEL_GRID by default). On CUDA the ``max_concurrent``
+    trials share the cluster's GPUs equally (``worldvid.parallel.worker_device``).
     """
+    from worldvid.device import resolve_device
+
     from ray import tune
 
     if family not in ("planner", "model"):
@@ -124,10 +132,14 @@ def run_sweep(
 
         for channels in grid.get("channels", []):
             WorldModelConfig(action_dim=1, block_channels=tuple(channels))
+    resolve_device(fixed.get("device"))  # ValueError before any work
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init_ray(address, num_cpus=max_concurrent)
-    trainable = _trainable(family)
+    gpus, device = worker_device(fixed.get("device"), max_concurrent)
+    if device is not None:
+        fixed = {**fixed, "device": device}  # on CUDA 'cuda': the GPU Ray assigns each trial
+    trainable = _trainable(family, gpus)
     path = out / EXPERIMENT
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)

@@ -57,4 +57,6 @@ def test_bad_settings_fail_before_any_work(base, tmp_path):
         tiny(data, run, tmp_path, rounds=0)
     with pytest.raises(FileNotFoundError, match="no world model"):
         run_dagger(tiny(data, tmp_path / "nothing", tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        run_dagger(tiny(data, run, tmp_path / "out", device="gpu"), progress=False)
     assert not (tmp_path / "out").exists()

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from worldvid.parallel import bounded_queue, init_ray
+import worldvid.device
+from worldvid.parallel import bounded_queue, gpus_per_worker, init_ray, worker_device
 
 
 @pytest.fixture
@@ -21,6 +22,30 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return calls
+
+
+@pytest.mark.parametrize("gpus, workers, share", [(0, 2, 0.0), (1, 1, 1.0), (1, 2, 0.5), (1, 3, 0.3333), (4, 2, 1.0)])
+def test_each_worker_asks_for_an_equal_gpu_share_that_always_fits(monkeypatch, gpus, workers, share):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, **({"GPU": float(gpus)} if gpus else {})})
+    assert gpus_per_worker(workers) == share and workers * share <= max(gpus, 0)
+
+
+def test_workers_of_a_cuda_model_ask_for_a_gpu_share_and_run_on_the_gpu_assigned(monkeypatch):
+    import ray
+    import torch
+
+    assert worker_device("cpu", 2) == (0.0, "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        worker_device("gpu", 2)
+    monkeypatch.setattr(worldvid.device, "resolve_device", lambda device: torch.device("cuda"))  # as on a GPU machine
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    assert worker_device(None, 2) == worker_device("cuda:1", 2) == (0.5, "cuda")  # Ray picks the GPU
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert worker_device(None, 2) == (0.0, None)  # unset: the workers' CPUs
+    with pytest.raises(ValueError, match="'cuda' asked for but the Ray cluster has no GPU share for 2 workers"):
+        worker_device("cuda", 2)
 
 
 def test_init_ray_starts_locally_without_an_address(fake_ray):

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from worldvid.agents import PlannerConfig
 from worldvid.agents.mpc import wilson_interval
@@ -46,8 +47,8 @@ def assert_same_episodes(a, b) -> None:
 
 
 def test_results_are_identical_for_one_and_two_workers(tiny_run, tmp_path, ray_session):
-    one = evaluate_planner(model_config(tiny_run, workers=1), out=tmp_path / "w1", progress=False)
-    two = evaluate_planner(model_config(tiny_run, workers=2), out=tmp_path / "w2", progress=False)
+    one = evaluate_planner(model_config(tiny_run, workers=1, device="cpu"), out=tmp_path / "w1", progress=False)
+    two = evaluate_planner(model_config(tiny_run, workers=2, device="cpu"), out=tmp_path / "w2", progress=False)
     assert_same_episodes(one, two)
     assert [r.seed for r in two.results] == [0, 1, 2]
     summary = json.loads((tmp_path / "w2" / "summary.json").read_text())
@@ -80,6 +81,11 @@ def test_bad_input_fails_before_any_work(tiny_run, tmp_path):
         evaluate_planner(model_config(tiny_run, model=None), progress=False)
     with pytest.raises(FileNotFoundError):
         evaluate_planner(model_config(tiny_run, model=str(tmp_path / "missing")), progress=False)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        evaluate_planner(model_config(tiny_run, device="gpu"), out=tmp_path / "bad", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            evaluate_planner(model_config(tiny_run, device="cuda"), out=tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
 
 

@@ -47,7 +47,7 @@ def test_model_family_trial_trains_and_reports(tiny):
     # The Tune plumbing is the planner test's; this checks what one model-size trial measures, in-process.
     from worldvid.experiments.sweep import model_trial
 
-    figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16]})
+    figures = model_trial({"data": str(tiny / "data"), "steps": 2, "seed": 0, "channels": [8, 16], "device": "cpu"})
     assert figures["parameters"] > 0 and figures["train_seconds"] > 0
     assert figures["error_px_step8"] >= 0 and figures["copy_error_px_step8"] >= 0 and figures["ratio_vs_copy"] > 0
 
@@ -58,6 +58,8 @@ def test_model_sweep_refuses_bad_widths_before_any_work(tiny, tmp_path):
     with pytest.raises(ValueError, match="divisible by norm_groups"):
         run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0},
                   grid={"channels": [[16, 32], [12, 24]]})
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        run_sweep("model", tmp_path / "sweep", {"data": str(tiny / "data"), "steps": 1, "seed": 0, "device": "gpu"})
     assert not (tmp_path / "sweep").exists()
 
 
@@ -69,12 +71,28 @@ def test_bench_json_fields_present_and_positive(tmp_path):
         assert figures[key] > 0, key
 
 
+def test_bench_model_sections_run_on_the_given_device_and_a_bad_one_fails_first():
+    from worldvid.experiments.bench import bench_dream, bench_model, bench_train, run_bench
+
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0",
+                              num_steps=1)
+    figures = {**bench_model(config, batches=(1, 2), peak={"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0},
+                             device="cpu"),
+               **bench_train(config, batch=2, steps=1, device="cpu"),
+               **bench_dream(WorldModel(config), num_envs=(1, 2), steps=1, device="cpu")}
+    for key in ("imagined_frames_per_s_b2", "denoiser_gflops_b2", "denoiser_fraction_of_peak", "train_samples_per_s",
+                "dream_env_steps_per_s_2_envs"):
+        assert figures[key] > 0, key
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        run_bench(["sim"], device="gpu")
+
+
 def test_bench_planner_latency_and_eval_scaling_sections(ray_session):
     from worldvid.agents import PLANNER_NAMES, PlannerConfig
     from worldvid.experiments.bench_plan import bench_eval_scaling, bench_planners
 
     budget = PlannerConfig(candidates=4, horizon=2, iterations=1)
-    latency = bench_planners(decisions=2, planner_config=budget)
+    latency = bench_planners(decisions=2, planner_config=budget, device="cpu")
     assert latency["planner_candidates"] == 4 and latency["planner_horizon"] == 2
     for planner in PLANNER_NAMES:
         assert latency[f"decision_s_{planner}"] > 0, planner

@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "FrameWindowDataset": "worldvid.data.dataset", "collect": "worldvid.data.collect",
     # training and its run folders
     "TrainConfig": "worldvid.train", "train": "worldvid.train", "RunFolder": "worldvid.run_folder",
+    "resolve_device": "worldvid.device",
     # tasks, goal costs, planners
     "TASKS": "worldvid.envs", "make_pixel_env": "worldvid.envs.factory",
     "COSTS": "worldvid.costs", "make_cost": "worldvid.costs",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from worldvid.data.dataset import FrameWindowDataset
     from worldvid.data.episode import Episode
     from worldvid.data.store import EpisodeStore, StoreSpec
+    from worldvid.device import resolve_device
     from worldvid.envs import TASKS
     from worldvid.envs.factory import make_pixel_env
     from worldvid.model import WorldModel, WorldModelConfig

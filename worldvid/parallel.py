@@ -1,4 +1,5 @@
-"""The Ray helper: starting or joining Ray, and a bounded queue of remote work with deadlines and retries.
+"""The Ray helper: starting or joining Ray, each worker's GPU share, and a bounded queue of remote work with
+deadlines and retries.
 
 Every parallel path (collection, plan evaluation, sweeps, bench) starts Ray through ``init_ray``, so one rule
 decides where work runs: an explicit address, else the ``RAY_ADDRESS`` environment variable, else a local
@@ -7,6 +8,7 @@ instance. Ray is imported inside the functions; importing this module does not i
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, TypeVar
@@ -30,6 +32,37 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def gpus_per_worker(workers: int) -> float:
+    """The GPUs each of ``workers`` concurrent Ray workers asks for: an equal share of the cluster's GPUs, at most
+    one each, rounded down to Ray's resolution of 1e-4 so that ``workers`` shares always fit; 0.0 when the cluster
+    has no GPU. Ray hides every GPU from a worker that asks for none, so a worker that runs a model on CUDA must
+    ask for its share (and then sees only the GPU Ray assigned it, as 'cuda'). Ray must be running."""
+    import ray
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    return min(1.0, math.floor(gpus / workers * 1e4) / 1e4)
+
+
+def worker_device(device: str | None, workers: int) -> tuple[float, str | None]:
+    """(GPUs each of ``workers`` concurrent Ray workers asks for, the device they run their model on) for a model
+    meant for ``device`` (None: CUDA when present here, else CPU). Not CUDA: (0.0, ``device``). CUDA: an equal
+    share of the cluster's GPUs (``gpus_per_worker``) and 'cuda', the GPU Ray assigns each worker, whatever
+    index ``device`` named; a cluster without GPUs gives (0.0, None), the workers' CPUs, for an unset device and
+    ValueError for an asked one. ValueError for a device ``resolve_device`` refuses. Ray must be running."""
+    from worldvid.device import resolve_device  # here: it imports torch, which importing this module does not
+
+    if resolve_device(device).type != "cuda":
+        return 0.0, device
+    gpus = gpus_per_worker(workers)
+    if gpus == 0.0:
+        if device is None:
+            return 0.0, None
+        raise ValueError(f"device {device!r} asked for but the Ray cluster has no GPU share for {workers} workers")
+    return gpus, "cuda"
 
 
 def bounded_queue(

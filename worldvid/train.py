@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from worldvid.checkpoint import CheckpointError, TRAINING_STATE, load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
+from worldvid.device import resolve_device
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.run_folder import RunFolder
 
@@ -236,7 +237,9 @@ def train(
     With ``resume`` the run continues from RUN/training_state.pt (``train_config.steps`` may raise the
     total). Without it, a run folder that already holds a checkpoint is refused rather than overwritten.
     The model config defaults to ``WorldModelConfig`` sized for the data (frame size, action size, env).
+    device: where to train (None: CUDA when present, else CPU; ``worldvid.device.resolve_device``).
     """
+    device = resolve_device(device)  # a bad device fails before any work
     run_dir = Path(run_dir)
     data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
     stores = _open_stores(data_dirs)
@@ -247,7 +250,6 @@ def train(
     model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, resume, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
     parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
              for store, (train_eps, _) in zip(stores, splits)]
