@@ -257,7 +257,8 @@ DEVICE_SECTIONS = ("model", "train", "dream", "plan", "eval")
 
 def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None = None,
               device: str | None = None) -> dict[str, float]:
-    """Run the named sections (all by default) in this process; print a table; write JSON to ``out``.
+    """Run the named sections (all by default) in this process; print a table; write OUT/bench.json when
+    ``out`` (a folder) is given.
 
     device: where the ``DEVICE_SECTIONS`` run their model (None: CUDA when present, else CPU); the figure
     ``model_on_cuda`` (1 or 0) records which.
@@ -278,5 +279,5 @@ def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None =
     for key, value in results.items():
         print(f"{key:{width}s}  {value:12.4g}")
     if out:
-        write_json_atomic(out, results)
+        write_json_atomic(Path(out) / "bench.json", results)
     return results

@@ -44,7 +44,7 @@ def format_report(report: dict[str, Any]) -> str:
 def run_open_loop_evaluation(
     model: str | os.PathLike,
     data: str | os.PathLike | None = None,
-    horizon: int = 16,
+    rollout_steps: int = 16,
     out: str | os.PathLike | None = None,
     controllability_seeds: int = 16,
     max_episodes: int = 30,
@@ -52,7 +52,8 @@ def run_open_loop_evaluation(
     print_table: bool = True,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report.
+    """Evaluate a run (or model folder) on held-out episodes; print the table and write the JSON report,
+    OUT/eval.json (``out``: a folder, the run folder by default).
 
     device: where the model runs (None: CUDA when present, else CPU).
     """
@@ -65,11 +66,11 @@ def run_open_loop_evaluation(
     store = EpisodeStore(data)
     world_model = run.load_model_for(store, device=device)
     episodes = run.held_out_episodes(store)[:max_episodes]
-    report = evaluate_open_loop(world_model, store, episodes, horizon=horizon, seed=seed)
+    report = evaluate_open_loop(world_model, store, episodes, horizon=rollout_steps, seed=seed)
     if controllability_seeds > 0:
         seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
-        report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, horizon), seed=seed)
-    out = Path(out) if out else run.path / "eval.json"
+        report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, rollout_steps), seed=seed)
+    out = (Path(out) if out else run.path) / "eval.json"
     write_json_atomic(out, report)
     report["json"] = str(out)
     if print_table:

@@ -99,7 +99,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
 
     eval_json = run.path / "eval.json"
     if _stage("open-loop evaluation vs copy-last-frame", eval_json.exists()):
-        run_open_loop_evaluation(run.path, horizon=16, controllability_seeds=8, seed=config.seed, device=config.device)
+        run_open_loop_evaluation(run.path, rollout_steps=16, controllability_seeds=8, seed=config.seed, device=config.device)
     open_loop = json.loads(eval_json.read_text())
 
     rows = []
@@ -117,7 +117,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
 
     videos = root / "videos"
     if _stage("render real-vs-imagined videos", videos.exists() and any(videos.glob("*.mp4"))):
-        render_open_loop(run.path, videos, episodes=config.videos, horizon=24, seed=config.seed, device=config.device)
+        render_open_loop(run.path, videos, episodes=config.videos, rollout_steps=24, seed=config.seed, device=config.device)
 
     result = {
         "open_loop": open_loop, "planning": rows, "seconds": time.perf_counter() - start,

@@ -40,7 +40,7 @@ class PlanEvalConfig:
     execute: int = 1
     """Actions executed per decision (k) before replanning."""
     num_steps: int | None = 1
-    """Denoising steps per imagined frame (None: the model's default). One Euler step suffices for these
+    """Denoising steps per imagined frame (None, or 0 on the command line: the model's default). One Euler step suffices for these
     near-deterministic scenes (as in DIAMOND) and keeps a decision under a second on 2 CPU cores."""
     max_steps: int | None = None
     """Cap on steps per episode (default: the task's time limit); for quick checks."""

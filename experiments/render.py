@@ -116,7 +116,7 @@ def render_open_loop(
     out: str | os.PathLike,
     data: str | os.PathLike | None = None,
     episodes: int = 4,
-    horizon: int = 32,
+    rollout_steps: int = 32,
     gif: bool = False,
     scale: int | None = None,
     fps: float = 10,
@@ -128,7 +128,7 @@ def render_open_loop(
 
     model: a run folder or a model folder. data: an episode store; None uses the run's own data (its held-out
     episodes) when the run records it, else fresh real episodes of the model's task. Each rollout starts at the
-    episode's first frame (context = that frame repeated, as in training) and imagines min(horizon, episode
+    episode's first frame (context = that frame repeated, as in training) and imagines min(rollout_steps, episode
     length) steps under the recorded actions; sampler noise is seeded with ``seed``, drawn on the model's device.
     device: where the model runs (None: CUDA when present, else CPU).
     """
@@ -137,8 +137,8 @@ def render_open_loop(
     from worldvid.device import resolve_device
     from worldvid.evaluate import cut_windows
 
-    if episodes < 1 or horizon < 1:
-        raise ValueError(f"episodes and horizon must be >= 1, got {episodes} and {horizon}")
+    if episodes < 1 or rollout_steps < 1:
+        raise ValueError(f"episodes and rollout_steps must be >= 1, got {episodes} and {rollout_steps}")
     device = resolve_device(device)
     run = RunFolder.of(model)
     world_model = run.load_model(device=device)
@@ -150,7 +150,7 @@ def render_open_loop(
     rows = []
     for index in chosen:
         ep = source.read_episode(index)
-        steps = min(horizon, ep.num_steps)
+        steps = min(rollout_steps, ep.num_steps)
         windows = cut_windows(source, [index], k, steps, starts_per_episode=1)
         generator = torch.Generator(device=world_model.device).manual_seed(seed)
         imagined = world_model.rollout(windows.context, windows.past_actions, windows.actions, generator=generator,

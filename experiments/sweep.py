@@ -73,7 +73,7 @@ def model_trial(config: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(config["data"], tmp, TrainConfig(steps=config["steps"], seed=config["seed"]), model_config,
                         progress=False, device=config.get("device"))
-        report = run_open_loop_evaluation(tmp, horizon=8, controllability_seeds=0, print_table=False,
+        report = run_open_loop_evaluation(tmp, rollout_steps=8, controllability_seeds=0, print_table=False,
                                           device=config.get("device"))
     metric = "goal_object_error_px"
     model_err, copy_err = report["model"][metric][-1], report["copy_last_frame"][metric][-1]

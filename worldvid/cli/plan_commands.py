@@ -56,6 +56,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from worldvid.parallel import init_ray
 
     given = values(args, [f.name for f in dataclasses.fields(PlanEvalConfig) if f.name not in PLAN_OWN])
+    given["num_steps"] = given["num_steps"] or None  # 0: the model's default
     config = PlanEvalConfig(**given, planner_config=_planner_config(args), device=args.device)
     if args.address:
         init_ray(address=args.address)
