@@ -279,5 +279,6 @@ def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None =
     for key, value in results.items():
         print(f"{key:{width}s}  {value:12.4g}")
     if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(out) / "bench.json", results)
     return results

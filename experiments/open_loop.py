@@ -71,6 +71,7 @@ def run_open_loop_evaluation(
         seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
         report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, rollout_steps), seed=seed)
     out = (Path(out) if out else run.path) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, report)
     report["json"] = str(out)
     if print_table:
