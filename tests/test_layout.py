@@ -176,3 +176,12 @@ def test_import_worldvid_loads_no_torch_ray_or_diffusers_and_the_public_names_lo
         import worldvid
 
         worldvid.NoSuchThing  # noqa: B018
+
+
+def test_pyproject_installs_every_package_under_its_namespaced_name():
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert set(setuptools["packages"]) == packages
+    assert setuptools["package-dir"] == {package: folder for folder, package in FOLDERS.items()}
