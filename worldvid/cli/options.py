@@ -1,8 +1,9 @@
-"""Command-line options generated from the library's config dataclasses and function signatures.
+"""Command-line options described from the library's config dataclasses and function signatures.
 
 A default is typed once, in the dataclass (or the function's signature), and shown in ``--help``; the help
 text is the field's docstring. ``FLAG_NAMES`` gives a field a flag name where its own name would mean
 different things in different commands (``steps``: training steps, not denoising or episode steps).
+This module only describes options (``Option``); ``worldvid.cli.parsers`` declares them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 FLAG_NAMES: dict[str, str] = {
     "env_id": "env",
@@ -32,6 +34,13 @@ FLAG_NAMES: dict[str, str] = {
 }
 """Field or parameter name -> flag name (without dashes), wherever the plain name would be ambiguous. Every
 other name becomes its own flag with dashes for underscores. A flag name means one thing in every command."""
+
+
+class Option(NamedTuple):
+    """One command-line option: its flag and the keyword arguments of ``ArgumentParser.add_argument``."""
+
+    flag: str
+    kwargs: dict[str, Any]
 
 
 def flag(name: str) -> str:
@@ -56,8 +65,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _unwrap_optional(annotation: Any) -> Any:
+    """``X | None`` -> X; ``str | os.PathLike`` -> str (a path is given as a string)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not os.PathLike]
         if len(args) == 1:
             return args[0]
     return annotation
@@ -77,24 +87,26 @@ def _kind(annotation: Any) -> tuple[str, type | None]:
     return "other", None
 
 
-def _add(parser: argparse._ActionsContainer, name: str, annotation: Any, default: Any, doc: str,
-         required: bool, choices: Iterable[Any] | None) -> None:
+def _option(name: str, annotation: Any, default: Any, doc: str, required: bool,
+            choices: Iterable[Any] | None) -> Option:
     kind, item = _kind(annotation)
     if kind == "other":
         raise TypeError(f"no command-line form for {name}: {annotation!r}")
-    shown = "" if required else f" (default: {_show(default)})"
-    kwargs: dict[str, Any] = {"dest": name, "help": (doc or name.replace("_", " ")) + shown}
+    doc = doc or name.replace("_", " ")
+    shown = "" if required or "default" in doc.lower() else f" (default: {_show(default)})"
+    kwargs: dict[str, Any] = {"dest": name, "help": doc + shown}
     if kind == "bool":
-        parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=default, **kwargs)
-        return
-    kwargs.update(type=item, required=required, metavar=FLAG_NAMES.get(name, name).upper().replace("-", "_"))
+        return Option(flag(name), {**kwargs, "action": argparse.BooleanOptionalAction, "default": default})
+    kwargs.update(type=item, required=required)
     if not required:
         kwargs["default"] = default
     if choices is not None:
         kwargs["choices"] = list(choices)
+    else:
+        kwargs["metavar"] = FLAG_NAMES.get(name, name).upper().replace("-", "_")
     if kind == "list":
         kwargs["nargs"] = "+"
-    parser.add_argument(flag(name), **kwargs)
+    return Option(flag(name), kwargs)
 
 
 def _show(value: Any) -> str:
@@ -103,16 +115,15 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def add_config_options(parser: argparse._ActionsContainer, cls: type, *, skip: Iterable[str] = (),
-                       choices: Mapping[str, Iterable[Any]] | None = None,
-                       defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """Add one option per field of dataclass ``cls`` (but ``skip`` and nested configs); returns their names.
+def config_options(cls: type, *, skip: Iterable[str] = (), choices: Mapping[str, Iterable[Any]] | None = None,
+                   defaults: Mapping[str, Any] | None = None) -> list[Option]:
+    """One option per field of dataclass ``cls`` (but ``skip`` and nested configs), dest = the field's name.
 
     Fields without a default are required options. ``defaults`` overrides a field's default for this command
     (e.g. a value a command must set); ``choices`` restricts values.
     """
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
-    added = []
+    options = []
     for f in dataclasses.fields(cls):
         if f.name in skip or _kind(hints[f.name])[0] == "other":
             continue
@@ -121,47 +132,46 @@ def add_config_options(parser: argparse._ActionsContainer, cls: type, *, skip: I
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if defaults and f.name in defaults:
             default, has_default = defaults[f.name], True
-        _add(parser, f.name, hints[f.name], default, docs.get(f.name, ""), not has_default,
-             (choices or {}).get(f.name))
-        added.append(f.name)
-    return added
+        options.append(_option(f.name, hints[f.name], default, docs.get(f.name, ""), not has_default,
+                               (choices or {}).get(f.name)))
+    return options
 
 
-def add_function_options(parser: argparse._ActionsContainer, fn: Callable[..., Any], helps: Mapping[str, str], *,
-                         choices: Mapping[str, Iterable[Any]] | None = None,
-                         required: Iterable[str] = ()) -> list[str]:
-    """Add one option per parameter of ``fn`` named in ``helps`` (in that order), defaults read from its
-    signature; returns their names. Parameters without a default, or named in ``required``, are required."""
+def function_options(fn: Callable[..., Any], helps: Mapping[str, str], *,
+                     choices: Mapping[str, Iterable[Any]] | None = None) -> list[Option]:
+    """One option per parameter of ``fn`` named in ``helps`` (in that order, dest = the parameter's name),
+    defaults read from its signature; parameters without a default are required."""
     signature, hints = inspect.signature(fn), typing.get_type_hints(fn)
+    options = []
     for name, doc in helps.items():
         param = signature.parameters[name]
-        has_default = param.default is not inspect.Parameter.empty and name not in required
-        _add(parser, name, hints[name], param.default if has_default else None, doc, not has_default,
-             (choices or {}).get(name))
-    return list(helps)
+        has_default = param.default is not inspect.Parameter.empty
+        options.append(_option(name, hints[name], param.default if has_default else None, doc, not has_default,
+                               (choices or {}).get(name)))
+    return options
 
 
-def values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
-    """{name: parsed value} for ``names``, lists turned into tuples (the configs' frozen form)."""
-    return {name: tuple(value) if isinstance(value, list) else value
-            for name in names for value in [getattr(args, name)]}
+CONFIG_FILE = Option("--config", {"metavar": "FILE", "help": "JSON file of option values by field name (the "
+                                  "command line wins over it), e.g. a saved train_config.json's 'train' object"})
+"""``--config FILE``: a JSON object of option values used as a command's defaults."""
 
 
-def add_config_file_option(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE``: a JSON object of option values (by field name) used as this command's defaults;
-    options given on the command line win."""
-    parser.add_argument("--config", metavar="FILE", help="JSON file of option values by field name (the command "
-                        "line wins over it), e.g. a saved train_config.json's 'train' object")
+def config_file_of(argv: list[str]) -> str | None:
+    """The FILE of ``--config FILE`` / ``--config=FILE`` in ``argv``, or None."""
+    for i, arg in enumerate(argv):
+        if arg == CONFIG_FILE.flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(CONFIG_FILE.flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Read ``--config FILE`` from ``argv`` (if given) into ``parser``'s defaults; ValueError for a bad file."""
-    probe = argparse.ArgumentParser(add_help=False)
-    probe.add_argument("--config")
-    known, _ = probe.parse_known_args(argv)
-    if not known.config:
+    given_path = config_file_of(argv)
+    if not given_path:
         return
-    path = Path(known.config)
+    path = Path(given_path)
     try:
         given = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -173,10 +183,3 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     if unknown:
         raise ValueError(f"--config {path}: unknown options {unknown} for this command")
     parser.set_defaults(**given)
-
-
-def print_rows(rows: Mapping[str, Any]) -> None:
-    """Print a summary dict as aligned 'key  value' lines (floats to 4 significant digits)."""
-    width = max(map(len, rows))
-    for key, value in rows.items():
-        print(f"{key:{width}s}  {value:.4g}" if isinstance(value, float) else f"{key:{width}s}  {value}")

@@ -1,0 +1,168 @@
+"""The handlers of the ``worldvid`` subcommands: ``run_<command>(args) -> exit code``.
+
+Each turns parsed options (declared in ``worldvid.cli.parsers``) into the library's configs and calls the
+library; nothing here parses argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from worldvid.cli.parsers import COLLECT_HELP, EVALUATE_HELP, MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP
+
+
+def values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """{name: parsed value} for ``names``, lists turned into tuples (the configs' frozen form)."""
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name in names for value in [getattr(args, name)]}
+
+
+def print_rows(rows: Mapping[str, Any]) -> None:
+    """Print a summary dict as aligned 'key  value' lines (floats to 4 significant digits)."""
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        print(f"{key:{width}s}  {value:.4g}" if isinstance(value, float) else f"{key:{width}s}  {value}")
+
+
+def run_envs(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from worldvid.envs import DREAM_ID, TASKS
+    from worldvid.envs.factory import env_class
+
+    print(f"{'id':28s} {'action':>6s} {'steps':>5s}  goal object")
+    for env_id in TASKS:
+        env = gym.make(env_id, size=16)
+        print(f"{env_id:28s} {env.action_space.shape[0]:6d} {gym.spec(env_id).max_episode_steps:5d}  "
+              f"{getattr(env_class(env_id), 'goal_object', '-')}")
+        env.close()
+    print(f"{DREAM_ID:28s} {'model':>6s} {gym.spec(DREAM_ID).max_episode_steps:5d}  "
+          "(a trained world model's task: gym.make(id, model=RUN))")
+    return 0
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from worldvid.data.collect import collect
+
+    report = collect(**values(args, COLLECT_HELP))
+    summary = report.store.summary()
+    summary.update(new_episodes=report.new_episodes, seconds=round(report.seconds, 3),
+                   frames_per_second=round(report.frames_per_second, 1) if report.new_frames else None)
+    print_rows(summary)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from worldvid.data.store import EpisodeStore
+    from worldvid.model import WorldModelConfig
+    from worldvid.train import TrainConfig, train
+
+    train_config = TrainConfig(**values(args, [f.name for f in dataclasses.fields(TrainConfig)]))
+    architecture = values(args, [f.name for f in dataclasses.fields(WorldModelConfig) if f.name not in MODEL_FROM_DATA])
+    model_config = None
+    if not args.resume and not args.init:
+        spec = EpisodeStore(args.data[0]).spec
+        model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0],
+                                        env_id=spec.env_id, **architecture)
+    summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
+                    init_from=args.init, device=args.device)
+    print_rows(summary)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from worldvid.experiments.open_loop import run_open_loop_evaluation
+
+    run_open_loop_evaluation(**values(args, EVALUATE_HELP), device=args.device)
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from worldvid.experiments.render import render_open_loop
+
+    rows = render_open_loop(**values(args, RENDER_HELP), device=args.device)
+    print(f"{'episode':>7} {'steps':>5} {'mean PSNR':>9} {'final':>6}  video")
+    for row in rows:
+        print(f"{row['episode']:7d} {row['horizon']:5d} {row['mean_psnr']:9.2f} {row['final_psnr']:6.2f}  {row['video']}")
+    return 0
+
+
+def _planner_config(args: argparse.Namespace):
+    from worldvid.agents import PlannerConfig
+
+    given = values(args, [f.name for f in dataclasses.fields(PlannerConfig)])
+    given["elites"] = min(given["elites"], given["candidates"])  # a small --candidates keeps the default valid
+    return PlannerConfig(**given)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from worldvid.experiments.plan_config import PlanEvalConfig
+    from worldvid.experiments.plan_eval import evaluate_planner
+    from worldvid.experiments.plan_table import format_table
+    from worldvid.parallel import init_ray
+
+    given = values(args, [f.name for f in dataclasses.fields(PlanEvalConfig) if f.name not in PLAN_OWN])
+    given["num_steps"] = given["num_steps"] or None  # 0: the model's default
+    config = PlanEvalConfig(**given, planner_config=_planner_config(args), device=args.device)
+    if args.address:
+        init_ray(address=args.address)
+    report = evaluate_planner(config, out=args.out, video=args.video, record=args.record)
+    print(format_table([report.summary]))
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    if args.record:
+        print(f"recorded {len(report.results)} episodes into {args.record}")
+    return 0
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from worldvid.experiments.plan_table import format_table, summary_rows
+
+    print(format_table(summary_rows(args.dirs)))
+    return 0
+
+
+def run_dagger(args: argparse.Namespace) -> int:
+    from worldvid.experiments.dagger import DaggerConfig, run_dagger as run
+
+    given = values(args, [f.name for f in dataclasses.fields(DaggerConfig) if f.name not in (*PLAN_OWN, "train_overrides")])
+    for row in run(DaggerConfig(**given, planner_config=_planner_config(args), device=args.device)):
+        print(f"round {row['round']}: planner with {row['model']} solved {row['success_rate']:.0%} of seeds "
+              f"{row['seeds']}; fine-tuned -> {row['fine_tuned']}")
+    print(f"wrote {Path(args.out) / 'dagger.json'}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from worldvid.experiments.sweep import run_sweep as run
+
+    if args.family == "planner":
+        if not (args.model and args.env_id):
+            raise ValueError("the planner sweep needs --model and --env")
+        fixed = {"env_id": args.env_id, "model": args.model, "cost": args.cost, "episodes": args.episodes,
+                 "seed": args.seed, "max_steps": args.max_steps, "device": args.device}
+        grid = {"planner": args.planners, "num_steps": args.num_steps, "candidates": args.candidates, "horizon": args.horizons}
+    else:
+        if not args.data:
+            raise ValueError("the model sweep needs --data")
+        fixed = {"data": args.data, "steps": args.steps, "seed": args.seed, "device": args.device}
+        grid = {"channels": [[int(c) for c in spec.split(",")] for spec in args.channels]}
+    run(args.family, args.out, fixed, grid, address=args.address, max_concurrent=args.max_concurrent)
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from worldvid.experiments.bench import run_bench as run
+
+    run(args.sections, out=args.out, device=args.device)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from worldvid.experiments.pipeline import DemoConfig, run_demo as run
+
+    given = values(args, [f.name for f in dataclasses.fields(DemoConfig) if f.name != "device"])
+    run(DemoConfig(**given, device=args.device))
+    return 0
