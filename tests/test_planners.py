@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from worldvid.agents import (CEMPlanner, History, MPPIPlanner, PlannerConfig, RandomPlanner, RandomShootingPlanner,
-                    SimulatorDynamics, WorldModelDynamics, make_cost, make_planner, run_episode, video_cost)
-from worldvid.costs import BlurCost, pixel_cost, reduce_costs
+                             SimulatorDynamics, WorldModelDynamics, make_planner, run_episode)
+from worldvid.costs import BlurCost, make_cost, pixel_cost, reduce_costs, video_cost
 from worldvid.envs.factory import make_pixel_env
 from worldvid.model import WorldModel, WorldModelConfig
 
