@@ -11,6 +11,8 @@ Costs (``make_cost(name, env_id)``):
         Needs the task (its ``object_colors`` and ``goal_object``).
     ``blur``     - multi-scale blurred pixel distance; needs no knowledge of the scene.
     ``pixel``    - plain mean squared pixel error (the reference: flat until the objects overlap).
+    ``learned``  - a goal-reaching distance in steps learned from the task's own unlabeled video
+        (``worldvid.goal_distance``, ``worldvid train-cost``); needs its run folder (``cost_model``).
 
 Importing this module is cheap (no Ray, no model), so a dream env can use the costs for its reward.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,11 +31,14 @@ from torch import Tensor
 
 from worldvid.keypoints import locate_objects, task_objects
 
+if TYPE_CHECKING:
+    from worldvid.goal_distance import GoalDistance
+
 ArrayLike = np.ndarray | Tensor
 Cost = Callable[[ArrayLike, ArrayLike], Tensor]
 """``(frames [..., H, W, 3], goal [H, W, 3]) -> float32 [...]`` on the frames' device."""
 
-COSTS = ("keypoint", "blur", "pixel")
+COSTS = ("keypoint", "blur", "pixel", "learned")
 """Names ``make_cost`` accepts."""
 
 REDUCTIONS = ("final", "mean", "discounted")
@@ -219,11 +225,61 @@ class KeypointCost:
 
 
 # ---------------------------------------------------------------------------- factory and reduction
-def make_cost(name: str, env_id: str | None = None, **options: float) -> Cost:
-    """A per-frame goal-image cost by name (one of ``COSTS``); ``env_id`` is needed for ``keypoint``.
+class LearnedCost:
+    """d(frame, goal) of a learned goal distance (``worldvid.goal_distance.GoalDistance``), in steps.
+
+    The goal's embedding is computed once per goal image and reused across calls (a planner scores many
+    candidate videos against one goal). Frames on another device than the model are moved there and the
+    result is returned on the frames' device.
+    """
+
+    def __init__(self, model: "GoalDistance") -> None:
+        self.model = model.eval()
+        self._goal: tuple[bytes, Tensor] | None = None
+
+    @classmethod
+    def load(cls, path: str, env_id: str | None = None, device: "torch.device | str | None" = None) -> "LearnedCost":
+        """The distance saved at ``path`` (a ``worldvid train-cost`` run or its model folder), checked to be
+        ``env_id``'s (ValueError naming both otherwise)."""
+        from worldvid.goal_distance import GoalDistance
+
+        model = GoalDistance.from_pretrained(path, device=device)
+        model.check_task(env_id)
+        return cls(model)
+
+    def _goal_embedding(self, goal: ArrayLike) -> Tensor:
+        g = torch.as_tensor(goal)
+        if g.dtype != torch.uint8:
+            raise ValueError(f"goal must be a uint8 image [H, W, 3], got dtype {g.dtype}")
+        key = g.cpu().numpy().tobytes() + bytes(str(tuple(g.shape)), "ascii")
+        if self._goal is None or self._goal[0] != key:
+            self._goal = (key, self.model.embed(g.to(self.model.device)))
+        return self._goal[1]
+
+    @torch.inference_mode()
+    def __call__(self, frames: ArrayLike, goal: ArrayLike) -> Tensor:
+        x = torch.as_tensor(frames)
+        if tuple(torch.as_tensor(goal).shape) != tuple(x.shape[-3:]):
+            raise ValueError(f"goal frame has shape {tuple(torch.as_tensor(goal).shape)}, the frames are {tuple(x.shape[-3:])}")
+        embedded = self.model.embed(x.to(self.model.device))
+        d = (embedded - self._goal_embedding(goal)).pow(2).sum(-1).add(1e-12).sqrt()
+        return d.to(device=x.device, dtype=torch.float32)
+
+
+def make_cost(name: str, env_id: str | None = None, cost_model: str | None = None,
+              device: "torch.device | str | None" = None, **options: float) -> Cost:
+    """A per-frame goal-image cost by name (one of ``COSTS``); ``env_id`` is needed for ``keypoint``, and
+    ``cost_model`` (a ``worldvid train-cost`` run folder, loaded on ``device``) for ``learned``.
 
     ``options`` override the cost's fields (e.g. ``make_cost("blur", levels=5)``).
     """
+    if name == "learned":
+        if cost_model is None:
+            raise ValueError("the learned cost needs its model: train one with `worldvid train-cost --data STORE "
+                             "--out COSTRUN` and pass --cost-model COSTRUN")
+        if options:
+            raise ValueError(f"the learned cost takes no options, got {sorted(options)}")
+        return LearnedCost.load(cost_model, env_id=env_id, device=device)
     if name == "pixel":
         if options:
             raise ValueError(f"the pixel cost takes no options, got {sorted(options)}")

@@ -10,7 +10,6 @@ bit-identical to an uninterrupted run's.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
 from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.run_folder import RunFolder
 
 
@@ -83,17 +83,6 @@ class TrainConfig:
             raise ValueError("need lr > 0, 0 <= ema_decay < 1 and 0 < held_out_fraction < 1")
 
 
-def _lr_factor(config: TrainConfig):
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return config.lr_final_fraction + (1 - config.lr_final_fraction) * cosine
-
-    return factor
-
-
 class _StepBatches(torch.utils.data.Sampler):
     """Batch indices for steps start..steps-1, batch s drawn by a generator seeded with (seed, s).
 
@@ -120,57 +109,6 @@ class _StepBatches(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.steps - self.start
-
-
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1.0 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
-
-
-class _MetricsLog:
-    """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv (and TensorBoard when installed)."""
-
-    def __init__(self, run: RunFolder, resume_step: int) -> None:
-        self.jsonl, self.csv = run.metrics_jsonl, run.metrics_csv
-        rows = [json.loads(line) for line in self.jsonl.read_text().splitlines()] if self.jsonl.exists() else []
-        rows = [r for r in rows if r["step"] <= resume_step]  # rows after the checkpoint are redone
-        self.rows = rows
-        self._rewrite()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run.path / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:
-            self.tb = None
-
-    def _rewrite(self) -> None:
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-        with open(self.csv, "w", newline="") as f:
-            if self.rows:
-                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if f.tell() == 0:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step":
-                    self.tb.add_scalar(key, value, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
@@ -262,7 +200,7 @@ def train(
         model.load_state_dict(init_model.state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(train_config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(train_config))
     step = 0
     if resume:
         state = load_training_state(run_dir)
@@ -277,7 +215,7 @@ def train(
         "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
         "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
     })
-    log = _MetricsLog(run, step)
+    log = MetricsLog(run, step)
 
     def checkpoint() -> None:
         save_training_state(run_dir, {
@@ -311,7 +249,7 @@ def train(
         optimizer.step()
         scheduler.step()
         step += 1
-        _update_ema(ema, model, min(train_config.ema_decay, (1 + step) / (10 + step)))
+        update_ema(ema, model, min(train_config.ema_decay, (1 + step) / (10 + step)))
         window_loss.append(loss.item())
         bar.update(1)
         if step % train_config.log_every == 0 or step == train_config.steps:

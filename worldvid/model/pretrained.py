@@ -1,4 +1,5 @@
-"""Checkpoint folders of a ``WorldModel``: ``config.json`` + ``model.safetensors`` (diffusers' layout).
+"""Checkpoint folders of a ``WorldModel`` (and of any module with a ``config.to_dict()``, e.g. the learned
+goal distance): ``config.json`` + ``model.safetensors`` (diffusers' layout).
 
 The weights carry a SHA-256 of every tensor in their metadata, so a corrupt file is refused by name; a folder
 is replaced atomically (written beside it, then swapped in by rename).
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 _CHECKSUM_KEY = "worldvid_sha256"
 
 
-def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
+def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "world model") -> Path:
     """Write ``model``'s ``config.json`` + ``model.safetensors`` into folder ``path``, atomically; returns the path.
 
     The files are written to a temporary sibling folder that then replaces ``path`` by rename, so an
@@ -40,7 +41,7 @@ def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
 
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"cannot save a world model to {path}: it exists and is not a folder")
+        raise NotADirectoryError(f"cannot save a {kind} to {path}: it exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -67,6 +68,53 @@ def save_folder(model: "WorldModel", path: str | os.PathLike) -> Path:
     return path
 
 
+def read_folder(path: str | os.PathLike, kind: str = "world-model") -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config dict, weights on the CPU) of a folder written by ``save_folder``, checksum verified.
+
+    A missing file raises FileNotFoundError and a corrupt one ValueError, each naming the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no {kind} checkpoint folder at {path}")
+    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for file in (config_file, weights_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"{kind} checkpoint {path} is missing {file.name} ({file})")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupt {kind} config {config_file}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"corrupt {kind} config {config_file}: expected a JSON object")
+    try:
+        with safe_open(str(weights_file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"corrupt {kind} weights {weights_file}: {e}") from e
+    checksum = metadata.get(_CHECKSUM_KEY)
+    if checksum is not None and checksum != _checksum(state):
+        raise ValueError(f"corrupt {kind} weights {weights_file}: checksum mismatch")
+    return data, state
+
+
+def load_state_checked(model: torch.nn.Module, state: Mapping[str, Tensor], path: str | os.PathLike,
+                       kind: str = "world-model") -> None:
+    """Load ``state`` into ``model``; ValueError naming the folder when keys or shapes differ from its config."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or bad_shape:
+        path = Path(path)
+        raise ValueError(
+            f"{kind} weights {path / WEIGHTS_NAME} do not match {path / CONFIG_NAME}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}")
+    model.load_state_dict(state)
+
+
 def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: bool | None = None,
                 expect: Mapping[str, Any] | None = None, **used_with: Any) -> "WorldModel":
     """A ``cls`` model (on the CPU, train mode) from a folder written by ``save_folder``.
@@ -75,50 +123,17 @@ def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: b
     mismatch raises ValueError naming the field. A missing file raises FileNotFoundError and a corrupt one
     ValueError, each naming the file.
     """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no world-model checkpoint folder at {path}")
-    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-    for file in (config_file, weights_file):
-        if not file.is_file():
-            raise FileNotFoundError(f"world-model checkpoint {path} is missing {file.name} ({file})")
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt world-model config {config_file}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"corrupt world-model config {config_file}: expected a JSON object")
+    data, state = read_folder(path)
     try:
         config = WorldModelConfig.from_dict(data)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"invalid world-model config {config_file}: {e}") from e
-
+        raise ValueError(f"invalid world-model config {Path(path) / CONFIG_NAME}: {e}") from e
     model = cls(config, autocast=autocast, channels_last=False)
     try:
         model.check_compatible(expect=expect, **used_with)
     except ValueError as e:
         raise ValueError(f"checkpoint {path}: {e}") from e
-
-    try:
-        with safe_open(str(weights_file), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"corrupt world-model weights {weights_file}: {e}") from e
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or bad_shape:
-        raise ValueError(
-            f"world-model weights {weights_file} do not match {config_file}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}")
-    checksum = metadata.get(_CHECKSUM_KEY)
-    if checksum is not None and checksum != _checksum(state):
-        raise ValueError(f"corrupt world-model weights {weights_file}: checksum mismatch")
-    model.load_state_dict(state)
+    load_state_checked(model, state, path)
     return model
 
 

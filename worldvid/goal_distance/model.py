@@ -1,0 +1,123 @@
+"""A goal-reaching distance learned from video: d(frame, goal) ~ how many steps separate two frames.
+
+An encoder phi maps a frame to a vector and d(x, g) = ||phi(x) - phi(g)||_2, a metric in units of
+environment steps (``worldvid.goal_distance.train``: quasimetric-style training, the largest distances
+that keep every recorded step at most 1 apart, i.e. shortest-path distances over the data). The encoder
+sees coordinates as well as colours (CoordConv), so where things are is easy for it to read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from worldvid.envs.factory import canonical_env_id
+from worldvid.model.pretrained import CONFIG_NAME, load_state_checked, read_folder, save_folder
+from worldvid.run_folder import MODEL_DIR
+
+KIND = "goal-distance"
+
+
+@dataclass(frozen=True)
+class GoalDistanceConfig:
+    """Architecture of the learned goal distance, saved with its weights."""
+
+    frame_size: int = 32
+    """Frames are square, frame_size x frame_size RGB (the world model's resolution)."""
+    env_id: str | None = None
+    """The task whose video it learned from (a cost is refused on another task)."""
+    widths: tuple[int, ...] = (32, 64, 64)
+    """Conv widths; the first two convolutions halve the resolution."""
+    hidden: int = 256
+    """Width of the MLP head."""
+    embed_dim: int = 64
+    """Size of phi(frame); d is the Euclidean distance between two of them."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.frame_size < 8 or self.frame_size % 4:
+            raise ValueError(f"frame_size must be a multiple of 4 and >= 8, got {self.frame_size}")
+        if len(self.widths) != 3 or min(self.widths) < 1 or self.hidden < 1 or self.embed_dim < 1:
+            raise ValueError(f"widths must be 3 positive ints and hidden, embed_dim positive, got {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GoalDistanceConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class GoalDistance(nn.Module):
+    """phi: uint8 frames [..., H, W, 3] -> float32 [..., embed_dim]; ``distance(frames, goal)`` in steps."""
+
+    def __init__(self, config: GoalDistanceConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.widths
+        self.convs = nn.Sequential(
+            nn.Conv2d(5, w[0], 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(w[0], w[1], 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(w[1], w[2], 3, padding=1), nn.SiLU(),
+        )
+        side = config.frame_size // 4
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(w[2] * side * side, config.hidden), nn.SiLU(),
+                                  nn.Linear(config.hidden, config.embed_dim))
+        axis = torch.linspace(-1.0, 1.0, config.frame_size)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(axis, axis, indexing="ij")), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.coords.device
+
+    def _as_input(self, frames: Tensor | np.ndarray) -> tuple[Tensor, tuple[int, ...]]:
+        x = torch.as_tensor(frames, device=self.device)
+        s = self.config.frame_size
+        if x.ndim < 3 or tuple(x.shape[-3:]) != (s, s, 3):
+            raise ValueError(f"the goal distance was learned on {s}x{s} RGB frames [..., {s}, {s}, 3], "
+                             f"got shape {tuple(x.shape)}")
+        lead = tuple(x.shape[:-3])
+        x = x.reshape(-1, s, s, 3).permute(0, 3, 1, 2)
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+        return torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1), lead
+
+    def embed(self, frames: Tensor | np.ndarray) -> Tensor:
+        """phi(frames): uint8 [..., H, W, 3] (or float in [-1, 1]) -> float32 [..., embed_dim]."""
+        x, lead = self._as_input(frames)
+        return self.head(self.convs(x)).reshape(*lead, self.config.embed_dim)
+
+    def distance(self, frames: Tensor | np.ndarray, goal: Tensor | np.ndarray) -> Tensor:
+        """d(frames, goal) float32 [...] >= 0, for frames [..., H, W, 3] and one goal [H, W, 3] (or goals
+        [..., H, W, 3] of the frames' batch shape)."""
+        a, b = self.embed(frames), self.embed(goal)
+        return (a - b).pow(2).sum(-1).add(1e-12).sqrt()
+
+    def check_task(self, env_id: str | None) -> None:
+        """ValueError when this distance was learned on another task than ``env_id``."""
+        have = self.config.env_id
+        if env_id is not None and have is not None and canonical_env_id(have) != canonical_env_id(env_id):
+            raise ValueError(f"the goal distance was learned on {have}, not on {env_id}")
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors into folder ``path`` atomically."""
+        return save_folder(self, path, kind="goal distance")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> "GoalDistance":
+        """Load a folder written by ``save_pretrained`` (or a cost run folder holding it in model/), eval mode."""
+        path = Path(path)
+        if (path / MODEL_DIR).is_dir() and not (path / CONFIG_NAME).is_file():
+            path = path / MODEL_DIR
+        data, state = read_folder(path, kind=KIND)
+        if data.get("_class_name") != cls.__name__:
+            raise ValueError(f"{path} holds a {data.get('_class_name')!r}, not a learned goal distance")
+        model = cls(GoalDistanceConfig.from_dict(data))
+        load_state_checked(model, state, path, kind=KIND)
+        return model.to(device if device is not None else "cpu").eval()
