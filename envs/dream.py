@@ -125,14 +125,16 @@ class _Dream:
 class _Reward:
     """``-cost(frame, goal)`` per frame; 0 without goal or cost."""
 
-    def __init__(self, cost: str | None, env_id: str) -> None:
+    def __init__(self, cost: str | None, env_id: str, cost_model: str | os.PathLike | None = None,
+                 device: torch.device | None = None) -> None:
         self.name = cost
         if cost is None:
             self._cost = None
         else:
             from worldvid.costs import make_cost
 
-            self._cost = make_cost(cost, env_id=env_id)
+            self._cost = make_cost(cost, env_id=env_id, cost_model=None if cost_model is None else str(cost_model),
+                                   device=device)
 
     def __call__(self, frame: np.ndarray, goal: np.ndarray | None) -> float:
         if self._cost is None or goal is None:
@@ -146,7 +148,9 @@ class DreamEnv(gym.Env, utils.EzPickle):
     Args:
         model: a ``WorldModel``, a training run folder RUN, or its RUN/model folder.
         data: episode store folder to draw starts from; None resets the model's own task (``config.env_id``).
-        cost: goal-image cost of the reward (``worldvid.costs.COSTS``: "keypoint", "blur", "pixel"), or None.
+        cost: goal-image cost of the reward (``worldvid.costs.COSTS``: "keypoint", "blur", "pixel", "learned"),
+            or None.
+        cost_model: run folder of a learned goal distance (``worldvid train-cost``), for cost "learned".
         device: where the model runs (None: CUDA when present, else CPU, for a path; unchanged for an instance).
         num_steps: sampler steps per frame (None: the model's ``config.num_steps``).
         episodes: restrict store starts to these episode indices (e.g. a run's held-out episodes).
@@ -165,12 +169,14 @@ class DreamEnv(gym.Env, utils.EzPickle):
         model: WorldModel | str | os.PathLike,
         data: str | os.PathLike | None = None,
         cost: str | None = "keypoint",
+        cost_model: str | os.PathLike | None = None,
         device: torch.device | str | None = None,
         num_steps: int | None = None,
         episodes: Sequence[int] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        utils.EzPickle.__init__(self, model=model, data=data, cost=cost, device=device, num_steps=num_steps,
+        utils.EzPickle.__init__(self, model=model, data=data, cost=cost, cost_model=cost_model, device=device,
+                                num_steps=num_steps,
                                 episodes=episodes, render_mode=render_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -179,7 +185,7 @@ class DreamEnv(gym.Env, utils.EzPickle):
         self.num_steps = num_steps
         self.model.sigmas(num_steps)  # validates num_steps now rather than at the first step
         self.starts = StartSampler(self.model, data, episodes)
-        self.reward_fn = _Reward(cost, self.starts.env_id)
+        self.reward_fn = _Reward(cost, self.starts.env_id, cost_model, self.model.device)
         c = self.model.config
         self.observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
         self.action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)
@@ -239,6 +245,7 @@ class DreamVectorEnv(VectorEnv):
         model: WorldModel | str | os.PathLike | None = None,
         data: str | os.PathLike | None = None,
         cost: str | None = "keypoint",
+        cost_model: str | os.PathLike | None = None,
         device: torch.device | str | None = None,
         num_steps: int | None = None,
         episodes: Sequence[int] | None = None,
@@ -263,7 +270,7 @@ class DreamVectorEnv(VectorEnv):
         self.num_steps = num_steps
         self.model.sigmas(num_steps)
         self.starts = StartSampler(self.model, data, episodes)
-        self.reward_fn = _Reward(cost, self.starts.env_id)
+        self.reward_fn = _Reward(cost, self.starts.env_id, cost_model, self.model.device)
         c = self.model.config
         self.single_observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
         self.single_action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)

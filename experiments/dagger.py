@@ -65,6 +65,10 @@ class DaggerConfig:
     oracle_share: float = 0.2
     workers: int = 2
     """Ray workers of the recording runs (1: in this process)."""
+    cost: str = "keypoint"
+    """Goal-image cost the recording planners use (``worldvid.costs.COSTS``)."""
+    cost_model: str | None = None
+    """Run folder of a learned goal distance, for cost 'learned'."""
     device: str | None = None
     """Where the planners' world model runs and the fine-tuning trains, e.g. 'cpu', 'cuda' (None: CUDA when
     present, else CPU)."""
@@ -87,7 +91,8 @@ def run_dagger(config: DaggerConfig, progress: bool = True) -> list[dict[str, An
     size = EpisodeStore(config.data).spec.frame_shape[0]
     RunFolder.of(config.model)  # FileNotFoundError before any work
     resolve_device(config.device)  # ValueError before any work
-    base = PlanEvalConfig(env_id=config.env_id, planner="cem", cost="keypoint", episodes=config.episodes,
+    base = PlanEvalConfig(env_id=config.env_id, planner="cem", cost=config.cost, cost_model=config.cost_model,
+                          episodes=config.episodes,
                           workers=config.workers, size=size, max_steps=config.max_steps,
                           planner_config=config.planner_config, device=config.device)
     oracle_store = None

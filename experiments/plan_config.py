@@ -24,7 +24,9 @@ class PlanEvalConfig:
     planner: str = "cem"
     """cem | mppi | shooting | random."""
     cost: str = "keypoint"
-    """Goal-image cost: keypoint | blur | pixel (``worldvid.costs``)."""
+    """Goal-image cost: keypoint | blur | pixel | learned (``worldvid.costs``)."""
+    cost_model: str | None = None
+    """Run folder of a learned goal distance (``worldvid train-cost --out``); needed by cost 'learned'."""
     oracle: bool = False
     """Imagine candidates in the true simulator instead of the world model (the upper bound)."""
     model: str | None = None
@@ -116,8 +118,9 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
             shape = None if goal is None else np.asarray(goal).shape
             raise ValueError(f"{config.env_id}: goal frame of shape {shape} does not match the observations "
                              f"{observation.shape}; planning needs a goal image like the frames")
-        if config.planner != "random":
-            make_cost(config.cost, config.env_id)  # e.g. keypoint on a task without object colours
+        if config.planner != "random":  # e.g. keypoint on a task without object colours, a learned cost of
+            cost = make_cost(config.cost, config.env_id, cost_model=config.cost_model)  # another task or size
+            cost(observation, goal)
         if config.oracle:
             SimulatorDynamics(env)  # raises for envs without state copy
     finally:

@@ -15,7 +15,8 @@ from worldvid.experiments.plan_config import PlanEvalConfig
 def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEvalConfig) -> dict[str, Any]:
     """The summary row of an evaluation: ``summarize_episodes`` plus what was run, and how fast."""
     row = {"label": config.label(), "env_id": config.env_id, "planner": config.planner,
-           "cost": None if config.planner == "random" else config.cost, "oracle": config.oracle}
+           "cost": None if config.planner == "random" else config.cost, "oracle": config.oracle,
+           "cost_model": config.cost_model if config.cost == "learned" and config.planner != "random" else None}
     row.update(summarize_episodes(results))
     budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
     row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget

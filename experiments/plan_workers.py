@@ -52,7 +52,8 @@ class EpisodeRunner:
         elif model is not None:
             dynamics = WorldModelDynamics(model, num_steps=config.num_steps)
         self.context = model.config.context if model is not None else 4
-        cost = None if config.planner == "random" else make_cost(config.cost, config.env_id)
+        cost = None if config.planner == "random" else make_cost(
+            config.cost, config.env_id, cost_model=config.cost_model, device=resolve_device(config.device))
         self.planner = make_planner(config.planner, dynamics, cost, space.low, space.high, config.planner_config)
 
     def run(self, index: int) -> EpisodeResult:

@@ -45,7 +45,8 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     planner = PlannerConfig(candidates=config["candidates"], horizon=config["horizon"], iterations=config.get("iterations", 3),
                             elites=min(4, config["candidates"]))
     report = evaluate_planner(
-        PlanEvalConfig(env_id=config["env_id"], planner=config["planner"], cost=config["cost"], model=config["model"],
+        PlanEvalConfig(env_id=config["env_id"], planner=config["planner"], cost=config["cost"],
+                       cost_model=config.get("cost_model"), model=config["model"],
                        episodes=config["episodes"], workers=1, seed=config["seed"], num_steps=config["num_steps"],
                        max_steps=config.get("max_steps"), planner_config=planner, device=config.get("device")),
         progress=False,
@@ -121,8 +122,8 @@ def run_sweep(
     missing = [k for k in needed if k not in fixed]
     if missing:
         raise ValueError(f"the {family} sweep needs {missing}")
-    for key in ("model", "data"):
-        if key in fixed:
+    for key in ("model", "data", "cost_model"):
+        if fixed.get(key) is not None:
             if not Path(fixed[key]).exists():
                 raise FileNotFoundError(f"{key} {fixed[key]} does not exist")
             fixed = {**fixed, key: str(Path(fixed[key]).resolve())}  # trials run in other working directories

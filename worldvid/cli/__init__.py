@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         from worldvid.cli import commands
 
-        return int(getattr(commands, f"run_{args.command}")(args) or 0)
+        return int(getattr(commands, f"run_{args.command.replace('-', '_')}")(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         # Expected failures (bad input, missing or corrupt files) end with one clear line, not a traceback.
         print(f"worldvid {command}: error: {err}" if command in COMMANDS else f"worldvid: error: {err}", file=sys.stderr)

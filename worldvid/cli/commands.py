@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from worldvid.cli.parsers import COLLECT_HELP, EVALUATE_HELP, MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP
+from worldvid.cli.parsers import COLLECT_HELP, COST_FROM_DATA, EVALUATE_HELP, MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP
 
 
 def values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
@@ -70,6 +70,21 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
                     init_from=args.init, device=args.device)
     print_rows(summary)
+    return 0
+
+
+def run_train_cost(args: argparse.Namespace) -> int:
+    from worldvid.data.store import EpisodeStore
+    from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
+
+    train_config = GoalDistanceTrainConfig(**values(args, [f.name for f in dataclasses.fields(GoalDistanceTrainConfig)]))
+    model_config = None
+    if not args.resume:
+        spec = EpisodeStore(args.data[0]).spec
+        architecture = values(args, [f.name for f in dataclasses.fields(GoalDistanceConfig) if f.name not in COST_FROM_DATA])
+        model_config = GoalDistanceConfig(frame_size=spec.frame_shape[0], env_id=spec.env_id, **architecture)
+    print_rows(train_goal_distance(args.data, args.out, train_config, model_config, resume=args.resume,
+                                   device=args.device))
     return 0
 
 
@@ -141,7 +156,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.family == "planner":
         if not (args.model and args.env_id):
             raise ValueError("the planner sweep needs --model and --env")
-        fixed = {"env_id": args.env_id, "model": args.model, "cost": args.cost, "episodes": args.episodes,
+        fixed = {"env_id": args.env_id, "model": args.model, "cost": args.cost, "cost_model": args.cost_model,
+                 "episodes": args.episodes,
                  "seed": args.seed, "max_steps": args.max_steps, "device": args.device}
         grid = {"planner": args.planners, "num_steps": args.num_steps, "candidates": args.candidates, "horizon": args.horizons}
     else:

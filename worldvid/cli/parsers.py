@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "envs": "list the registered worldvid tasks (Dream-v0 included)",
     "collect": "collect episodes of an env into an HDF5 episode store (Ray-parallel)",
     "train": "train a world model on episode stores (resumable)",
+    "train-cost": "learn a goal-reaching distance (d(frame, goal) in steps) from episode stores alone (resumable)",
     "evaluate": "open-loop imagined rollouts vs real frames, beside copy-last-frame",
     "render": "real | imagined | error videos of open-loop rollouts, with per-step PSNR",
     "plan": "evaluate a goal-image planner (world model or oracle) over episodes",
@@ -33,6 +34,8 @@ DEVICE = Option("--device", {"help": "torch device of the model, e.g. cpu, cuda,
 MODEL_HELP = "training run folder (worldvid train --out) or a model folder"
 MODEL_FROM_DATA = ("action_dim", "frame_size", "channels", "env_id")
 """WorldModelConfig fields the data decides (not options)."""
+COST_FROM_DATA = ("frame_size", "env_id")
+"""GoalDistanceConfig fields the data decides (not options)."""
 PLAN_OWN = ("planner_config", "device")
 """Config fields that are not plain options (the nested planner budget has its own group; --device)."""
 
@@ -106,6 +109,20 @@ def add_train(parser: argparse.ArgumentParser) -> None:
             config_options(WorldModelConfig, skip=MODEL_FROM_DATA))
 
 
+def add_train_cost(parser: argparse.ArgumentParser) -> None:
+    from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig
+
+    declare(parser, _plain(
+        ("--data", {"required": True, "nargs": "+", "metavar": "STORE",
+                    "help": "episode store folder(s) of one task: only their frames and the frames' order are read"}),
+        ("--out", {"required": True, "help": "cost run folder: checkpoints, metrics, the distance model"}),
+        ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
+    ) + [DEVICE, CONFIG_FILE])
+    declare(parser.add_argument_group("training (GoalDistanceTrainConfig)"), config_options(GoalDistanceTrainConfig))
+    declare(parser.add_argument_group("architecture of a new distance (GoalDistanceConfig)"),
+            config_options(GoalDistanceConfig, skip=COST_FROM_DATA))
+
+
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
     from worldvid.experiments.open_loop import run_open_loop_evaluation
 
@@ -167,6 +184,7 @@ def add_sweep(parser: argparse.ArgumentParser) -> None:
         ("--model", {"help": "training run folder"}),
         (flag("env_id"), {"dest": "env_id", "help": "task id"}),
         ("--cost", {"default": planner["cost"], "help": f"goal-image cost (default: {planner['cost']})"}),
+        (flag("cost_model"), {"dest": "cost_model", "help": "run folder of a learned goal distance, for --cost learned"}),
         ("--episodes", {"type": int, "default": planner["episodes"], "help": "episodes per trial (default: %(default)s)"}),
         (flag("max_steps"), {"dest": "max_steps", "type": int, "help": "cap on steps per episode (default: the task's)"}),
         ("--planners", {"nargs": "+", "default": PLANNER_GRID["planner"], "help": "grid: planners (default: %(default)s)"}),
@@ -206,7 +224,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                      "decision making. `worldvid COMMAND --help` lists a command's options.")
     parser.add_argument("--version", action="version", version=f"worldvid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    adders: dict[str, Callable[[argparse.ArgumentParser], None]] = {name: globals()[f"add_{name}"] for name in COMMANDS}
+    adders: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+        name: globals()[f"add_{name.replace('-', '_')}"] for name in COMMANDS}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if command is None or name == command:
