@@ -1,0 +1,136 @@
+"""The learned goal distance: it learns step distances on a toy, resumes bit-identically, reads only frames and
+their order, refuses the wrong task or frame size, and plans end to end through ``worldvid plan``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from worldvid.costs import LearnedCost, make_cost
+from worldvid.data.episode import Episode
+from worldvid.data.store import EpisodeStore, StoreSpec
+from worldvid.goal_distance import GoalDistance, GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
+
+S = 16
+TOY = "worldvid/PointReach-v0"
+SMALL = GoalDistanceConfig(frame_size=S, env_id=TOY, widths=(8, 16, 16), hidden=32, embed_dim=8)
+
+
+def dot_frame(x: int) -> np.ndarray:
+    """A 16x16 frame with a 2x2 white dot at column x (0..14), row 7: the toy's state is x."""
+    frame = np.zeros((S, S, 3), np.uint8)
+    frame[7:9, x:x + 2] = 255
+    return frame
+
+
+def toy_store(root, episodes: int = 12, steps: int = 40, scramble: bool = False) -> EpisodeStore:
+    """Random walks of the dot, one column per step: the true step distance between x and y is |x - y|."""
+    rng = np.random.default_rng(0)
+    spec = StoreSpec(env_id=TOY, frame_shape=(S, S, 3), action_dim=1, policy="scrambled" if scramble else "walk",
+                     seed=999 if scramble else 0, episodes_per_shard=episodes)
+    store = EpisodeStore.create(root, spec)
+    made, other = [], np.random.default_rng(1)
+    for i in range(episodes):
+        xs = [int(rng.integers(0, 15))]
+        for _ in range(steps):
+            xs.append(int(np.clip(xs[-1] + rng.choice([-1, 1]), 0, 14)))
+        frames = np.stack([dot_frame(x) for x in xs])
+        actions = np.diff(np.array(xs, np.float32))[:, None]
+        noise = other if scramble else np.random.default_rng(2)
+        made.append(Episode(frames=frames, actions=actions.astype(np.float32),
+                            rewards=noise.normal(size=steps).astype(np.float32),
+                            terminated=noise.random(steps) < 0.5, truncated=noise.random(steps) < 0.5,
+                            goal_frame=noise.integers(0, 255, (S, S, 3), dtype=np.uint8), env_id=TOY,
+                            seed=spec.seed + i, policy=spec.policy,
+                            success=noise.random(steps) < 0.5))
+    store.write_shard(0, made)
+    return store
+
+
+def fast(steps: int, **kw) -> GoalDistanceTrainConfig:
+    return GoalDistanceTrainConfig(steps=steps, batch_size=64, warmup_steps=10, log_every=5, checkpoint_every=5,
+                                   lr=3e-3, max_distance=30.0, **kw)
+
+
+def test_learned_distance_is_monotone_in_the_true_step_distance(tmp_path):
+    torch.set_num_threads(1)
+    store = toy_store(tmp_path / "toy", episodes=16, steps=60)
+    train_goal_distance(store.root, tmp_path / "run", fast(400), SMALL, progress=False)
+    model = GoalDistance.from_pretrained(tmp_path / "run")
+    frames = np.stack([dot_frame(x) for x in range(15)])
+    with torch.inference_mode():
+        d = model.distance(frames[:, None], frames[None]).numpy()  # [15, 15]
+    true = np.abs(np.arange(15)[:, None] - np.arange(15)[None])
+    mean_by_gap = [d[true == k].mean() for k in range(15)]
+    assert all(b > a for a, b in zip(mean_by_gap, mean_by_gap[1:])), np.round(mean_by_gap, 2)
+    assert np.corrcoef(d.ravel(), true.ravel())[0, 1] > 0.9
+    assert d.diagonal().max() < 0.5 and abs(mean_by_gap[1] - 1.0) < 0.6  # in units of steps
+
+
+def test_training_resumes_bit_identically_and_refuses_to_overwrite(tmp_path):
+    torch.set_num_threads(1)
+    store = toy_store(tmp_path / "toy", episodes=4, steps=10)
+    train_goal_distance(store.root, tmp_path / "full", fast(10), SMALL, progress=False)
+    train_goal_distance(store.root, tmp_path / "half", fast(5), SMALL, progress=False)
+    with pytest.raises(RuntimeError, match="--resume"):
+        train_goal_distance(store.root, tmp_path / "half", fast(10), SMALL, progress=False)
+    train_goal_distance(store.root, tmp_path / "half", fast(10), resume=True, progress=False)
+    a, b = (GoalDistance.from_pretrained(tmp_path / r).state_dict() for r in ("full", "half"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10]
+
+
+def test_only_frames_and_their_order_are_read(tmp_path):
+    torch.set_num_threads(1)
+    plain = toy_store(tmp_path / "plain", episodes=4, steps=10)
+    scrambled = toy_store(tmp_path / "scrambled", episodes=4, steps=10, scramble=True)
+    assert scrambled.read_episode(0).policy != plain.read_episode(0).policy
+    for store, name in ((plain, "a"), (scrambled, "b")):
+        train_goal_distance(store.root, tmp_path / name, fast(6), SMALL, progress=False)
+    a, b = (GoalDistance.from_pretrained(tmp_path / r).state_dict() for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_cost_model_of_another_task_or_frame_size_is_refused(tmp_path):
+    GoalDistance(SMALL).save_pretrained(tmp_path / "cost" / "model")
+    with pytest.raises(ValueError, match="learned on worldvid/PointReach-v0, not on worldvid/Push-v0"):
+        make_cost("learned", "worldvid/Push-v0", cost_model=str(tmp_path / "cost"))
+    cost = make_cost("learned", TOY, cost_model=str(tmp_path / "cost"))
+    assert isinstance(cost, LearnedCost)
+    with pytest.raises(ValueError, match="16x16"):
+        cost(np.zeros((2, 32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="--cost-model"):
+        make_cost("learned", TOY)
+    frames = np.stack([dot_frame(x) for x in range(6)]).reshape(2, 3, S, S, 3)
+    out = cost(frames, dot_frame(0))
+    assert out.shape == (2, 3) and out.dtype == torch.float32 and bool((out >= 0).all())
+    assert torch.allclose(out, cost(torch.from_numpy(frames).float() / 127.5 - 1, dot_frame(0)), atol=1e-4)
+
+
+def test_worldvid_plan_with_the_learned_cost_end_to_end(tmp_path):
+    from worldvid.data.collect import collect
+
+    collect(TOY, 4, tmp_path / "store", size=S, progress=False, episodes_per_shard=4)
+    train = subprocess.run([sys.executable, "-m", "worldvid.cli", "train-cost", "--data", str(tmp_path / "store"),
+                            "--out", str(tmp_path / "cost"), "--train-steps", "3", "--batch-size", "8",
+                            "--widths", "8", "16", "16", "--hidden", "16"], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    out = tmp_path / "plan"
+    plan = subprocess.run([sys.executable, "-m", "worldvid.cli", "plan", "--env", TOY, "--oracle", "--cost", "learned",
+                           "--cost-model", str(tmp_path / "cost"), "--episodes", "2", "--out", str(out),
+                           "--candidates", "8", "--horizon", "2", "--iterations", "1", "--max-episode-steps", "3",
+                           "--size", str(S)], capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["summary"]["cost"] == "learned" and summary["summary"]["episodes"] == 2
+    assert summary["config"]["cost_model"] == str(tmp_path / "cost")
+    wrong = subprocess.run([sys.executable, "-m", "worldvid.cli", "plan", "--env", TOY, "--oracle", "--cost", "learned",
+                            "--cost-model", str(tmp_path / "cost"), "--episodes", "1", "--out", str(tmp_path / "x"),
+                            "--size", "32"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "16x16" in wrong.stderr and not (tmp_path / "x" / "summary.json").exists()
