@@ -39,8 +39,11 @@ class DemoConfig:
     """Planning episodes per row (fresh seeds, never seen in training)."""
     planner: str = "cem"
     """Planner for the model and oracle rows."""
-    costs: tuple[str, ...] = ("keypoint", "blur")
-    """Goal-image costs to plan with (each gets a model row and an oracle row)."""
+    costs: tuple[str, ...] = ("keypoint", "blur", "learned")
+    """Goal-image costs to plan with (each gets a model row and an oracle row); 'learned' first learns a goal
+    distance from the collected video (``worldvid train-cost``)."""
+    cost_steps: int = 1500
+    """Training steps of the learned goal distance."""
     plan_max_steps: int | None = None
     """Cap on steps per planning episode (default: the task's time limit); for quick runs."""
     channels: tuple[int, ...] | None = None
@@ -71,6 +74,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from worldvid.experiments.render import render_open_loop
     from worldvid.data.collect import collect
     from worldvid.data.store import EpisodeStore
+    from worldvid.goal_distance import GoalDistanceTrainConfig, train_goal_distance
     from worldvid.device import resolve_device
     from worldvid.model import WorldModelConfig
     from worldvid.run_folder import RunFolder
@@ -102,9 +106,21 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
         run_open_loop_evaluation(run.path, rollout_steps=16, controllability_seeds=8, seed=config.seed, device=config.device)
     open_loop = json.loads(eval_json.read_text())
 
+    cost_run = RunFolder.new(root / "cost")
+    if "learned" in config.costs:
+        cost_state = cost_run.path / TRAINING_STATE
+        done = cost_state.exists() and json.loads(
+            cost_run.metrics_jsonl.read_text().splitlines()[-1])["step"] >= config.cost_steps
+        if _stage(f"learn a goal distance from the video, {config.cost_steps} steps", done):
+            train_goal_distance(data, cost_run.path, GoalDistanceTrainConfig(steps=config.cost_steps, seed=config.seed),
+                                resume=cost_state.exists(), device=config.device)
+    learned = {"cost_model": str(cost_run.path)}
+
     rows = []
-    plans = [(f"{config.planner}_{c}_model", dict(planner=config.planner, cost=c, model=str(run.path))) for c in config.costs]
-    plans += [(f"{config.planner}_{c}_oracle", dict(planner=config.planner, cost=c, oracle=True)) for c in config.costs]
+    plans = [(f"{config.planner}_{c}_model", dict(planner=config.planner, cost=c, model=str(run.path),
+                                                  **(learned if c == "learned" else {}))) for c in config.costs]
+    plans += [(f"{config.planner}_{c}_oracle", dict(planner=config.planner, cost=c, oracle=True,
+                                                   **(learned if c == "learned" else {}))) for c in config.costs]
     plans.append(("random", dict(planner="random")))
     for name, kwargs in plans:
         folder = root / "plan" / name
@@ -123,7 +139,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
         "open_loop": open_loop, "planning": rows, "seconds": time.perf_counter() - start,
         "artefacts": {
             "data": str(data), "checkpoint": str(run.model_path), "training_metrics": str(run.metrics_csv),
-            "open_loop_json": str(eval_json), "planning": str(root / "plan"), "videos": str(videos),
+            "open_loop_json": str(eval_json), "goal_distance": str(cost_run.model_path) if "learned" in config.costs else "-",
+            "planning": str(root / "plan"), "videos": str(videos),
         },
     }
     write_json_atomic(root / "results.json", result)
