@@ -166,8 +166,7 @@ def random_state_pairs(env_id: str, size: int = 32, pairs: int = 400, seed: int 
     """2 * ``pairs`` states, each a reset (seeds seed .. seed + 2 pairs - 1) followed by 0 .. max_random_actions
     uniform random actions (so the objects also move off their start distribution), paired in order."""
     env = _task_env(env_id, size)
-    rng = np.random.default_rng(seed)
-    low, high = env.action_space.low, env.action_space.high
+    rng, low, high = np.random.default_rng(seed), env.action_space.low, env.action_space.high
     frames, positions = [], []
     try:
         for k in tqdm(range(2 * pairs), desc="random states", unit="state", disable=not progress):
@@ -223,9 +222,10 @@ def _placement(task: PixelMujocoEnv, point: np.ndarray) -> np.ndarray | None:
         # closed-form two-link inverse kinematics, elbow bent the way the goal image's is
         l0, l1 = _reacher_links(task)
         cos_elbow = (point @ point - l0**2 - l1**2) / (2 * l0 * l1)
-        if abs(cos_elbow) > 1.0 or np.arccos(cos_elbow) > np.max(np.abs(task.model.joint("joint1").range)):
+        elbow = np.arccos(np.clip(cos_elbow, -1.0, 1.0))  # full reach (cos 1) survives rounding
+        if abs(cos_elbow) > 1.0 + 1e-9 or elbow > np.max(np.abs(task.model.joint("joint1").range)):
             return None  # out of reach, or the elbow would pass its joint limit
-        elbow = (1.0 if goal_qpos[1] >= 0 else -1.0) * np.arccos(cos_elbow)
+        elbow = elbow if goal_qpos[1] >= 0 else -elbow
         shoulder = np.arctan2(point[1], point[0]) - np.arctan2(l1 * np.sin(elbow), l0 + l1 * np.cos(elbow))
         return np.array([shoulder, elbow])
     raise ValueError(f"no heat-map placement for {type(task).__name__}")
