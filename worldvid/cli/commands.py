@@ -11,7 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from worldvid.cli.parsers import COLLECT_HELP, COST_FROM_DATA, EVALUATE_HELP, MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP
+from worldvid.cli.parsers import (COLLECT_HELP, COST_FROM_DATA, COST_REPORT_HELP, EVALUATE_HELP, MODEL_FROM_DATA,
+                                  PLAN_OWN, RENDER_HELP)
 
 
 def values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
@@ -85,6 +86,18 @@ def run_train_cost(args: argparse.Namespace) -> int:
         model_config = GoalDistanceConfig(frame_size=spec.frame_shape[0], env_id=spec.env_id, **architecture)
     print_rows(train_goal_distance(args.data, args.out, train_config, model_config, resume=args.resume,
                                    device=args.device))
+    return 0
+
+
+def run_cost_report(args: argparse.Namespace) -> int:
+    from worldvid.costs import make_cost
+    from worldvid.experiments.cost_diagnostics import diagnose_costs
+
+    names = [c for c in args.costs if c != "learned" or args.cost_model]
+    costs = {c: make_cost(c, args.env_id, cost_model=args.cost_model if c == "learned" else None, device=args.device)
+             for c in names}
+    diagnose_costs(**values(args, COST_REPORT_HELP), costs=costs)
+    print(f"wrote {Path(args.out) / 'diagnostics.json'} and {Path(args.out) / 'heat_map.png'}")
     return 0
 
 

@@ -65,9 +65,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _unwrap_optional(annotation: Any) -> Any:
-    """``X | None`` -> X; ``str | os.PathLike`` -> str (a path is given as a string)."""
+    """``X | None`` -> X; ``str | os.PathLike`` or ``str | Path`` -> str (a path is given as a string)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None) and a is not os.PathLike]
+        args = [a for a in typing.get_args(annotation) if a not in (type(None), os.PathLike, Path)]
         if len(args) == 1:
             return args[0]
     return annotation

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "collect": "collect episodes of an env into an HDF5 episode store (Ray-parallel)",
     "train": "train a world model on episode stores (resumable)",
     "train-cost": "learn a goal-reaching distance (d(frame, goal) in steps) from episode stores alone (resumable)",
+    "cost-report": "how well goal-image costs track progress: rank correlations, descent share, heat maps",
     "evaluate": "open-loop imagined rollouts vs real frames, beside copy-last-frame",
     "render": "real | imagined | error videos of open-loop rollouts, with per-step PSNR",
     "plan": "evaluate a goal-image planner (world model or oracle) over episodes",
@@ -121,6 +122,28 @@ def add_train_cost(parser: argparse.ArgumentParser) -> None:
     declare(parser.add_argument_group("training (GoalDistanceTrainConfig)"), config_options(GoalDistanceTrainConfig))
     declare(parser.add_argument_group("architecture of a new distance (GoalDistanceConfig)"),
             config_options(GoalDistanceConfig, skip=COST_FROM_DATA))
+
+
+COST_REPORT_HELP = {
+    "env_id": "task id, e.g. worldvid/Push-v0",
+    "out": "folder for diagnostics.json and heat_map.png",
+    "size": "frame size (a learned cost's own)",
+    "episodes": "scripted-expert episodes (steps-to-go correlation, descent share)",
+    "pairs": "random state pairs (state-distance correlation)",
+    "seed": "first env seed (far from any training data's)",
+    "grid": "heat-map cells per side",
+}
+
+
+def add_cost_report(parser: argparse.ArgumentParser) -> None:
+    from worldvid.costs import COSTS
+    from worldvid.experiments.cost_diagnostics import diagnose_costs
+
+    declare(parser, function_options(diagnose_costs, COST_REPORT_HELP) + _plain(
+        ("--costs", {"nargs": "+", "choices": list(COSTS), "default": ["keypoint", "blur", "learned"],
+                     "help": "costs to compare (default: %(default)s; learned is skipped without --cost-model)"}),
+        (flag("cost_model"), {"dest": "cost_model", "help": "run folder of a learned goal distance"}),
+    ) + [DEVICE])
 
 
 def add_evaluate(parser: argparse.ArgumentParser) -> None:
