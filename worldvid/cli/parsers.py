@@ -94,34 +94,37 @@ def add_collect(parser: argparse.ArgumentParser) -> None:
     declare(parser, function_options(collect, COLLECT_HELP, choices={"policy": sorted(POLICIES)}))
 
 
+def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture_cls: type, skip: tuple[str, ...],
+                  data_help: str, out_help: str, extra: list[Option]) -> None:
+    """The options every training command shares: data, run folder, resume, device, config file, and the
+    training and architecture configs (fields the data decides, ``skip``, are not options)."""
+    declare(parser, _plain(
+        ("--data", {"required": True, "nargs": "+", "metavar": "STORE", "help": data_help}),
+        ("--out", {"required": True, "help": out_help}),
+        ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
+    ) + extra + [DEVICE, CONFIG_FILE])
+    declare(parser.add_argument_group(f"training ({train_cls.__name__})"), config_options(train_cls))
+    declare(parser.add_argument_group(f"architecture of a new model ({architecture_cls.__name__})"),
+            config_options(architecture_cls, skip=skip))
+
+
 def add_train(parser: argparse.ArgumentParser) -> None:
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig
 
-    declare(parser, _plain(
-        ("--data", {"required": True, "nargs": "+", "metavar": "STORE",
-                    "help": "episode store folder(s) (worldvid collect, or worldvid plan --record) of one task"}),
-        ("--out", {"required": True, "help": "run folder: checkpoints, metrics, the model"}),
-        ("--init", {"metavar": "RUN", "help": "start from this run's (or model folder's) weights: fine-tuning"}),
-        ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
-    ) + [DEVICE, CONFIG_FILE])
-    declare(parser.add_argument_group("training (TrainConfig)"), config_options(TrainConfig))
-    declare(parser.add_argument_group("architecture of a new model (WorldModelConfig)"),
-            config_options(WorldModelConfig, skip=MODEL_FROM_DATA))
+    _add_training(parser, TrainConfig, WorldModelConfig, MODEL_FROM_DATA,
+                  "episode store folder(s) (worldvid collect, or worldvid plan --record) of one task",
+                  "run folder: checkpoints, metrics, the model",
+                  _plain(("--init", {"metavar": "RUN", "help": "start from this run's (or model folder's) weights: "
+                                     "fine-tuning"})))
 
 
 def add_train_cost(parser: argparse.ArgumentParser) -> None:
     from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig
 
-    declare(parser, _plain(
-        ("--data", {"required": True, "nargs": "+", "metavar": "STORE",
-                    "help": "episode store folder(s) of one task: only their frames and the frames' order are read"}),
-        ("--out", {"required": True, "help": "cost run folder: checkpoints, metrics, the distance model"}),
-        ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
-    ) + [DEVICE, CONFIG_FILE])
-    declare(parser.add_argument_group("training (GoalDistanceTrainConfig)"), config_options(GoalDistanceTrainConfig))
-    declare(parser.add_argument_group("architecture of a new distance (GoalDistanceConfig)"),
-            config_options(GoalDistanceConfig, skip=COST_FROM_DATA))
+    _add_training(parser, GoalDistanceTrainConfig, GoalDistanceConfig, COST_FROM_DATA,
+                  "episode store folder(s) of one task: only their frames and the frames' order are read",
+                  "cost run folder: checkpoints, metrics, the distance model", [])
 
 
 COST_REPORT_HELP = {
