@@ -244,3 +244,19 @@ def test_model_instance_and_clear_errors(tiny: dict, tmp_path) -> None:
         DreamEnv(model=model, data=tiny["store"], episodes=[99])
     with pytest.raises(ValueError, match="cost"):
         DreamEnv(model=model, data=tiny["store"], cost="nope")
+
+
+def test_the_reward_can_be_a_learned_goal_distance(tiny: dict, tmp_path) -> None:
+    from worldvid.costs import make_cost
+    from worldvid.goal_distance import GoalDistance, GoalDistanceConfig
+
+    torch.manual_seed(0)
+    GoalDistance(GoalDistanceConfig(frame_size=16, env_id=TASK, widths=(4, 8, 8), hidden=8, embed_dim=4)).save_pretrained(
+        tmp_path / "cost" / "model")
+    env = DreamEnv(model=tiny["model"], data=tiny["store"], cost="learned", cost_model=tmp_path / "cost")
+    _, info = env.reset(seed=0)
+    frame, reward, *_ = env.step(np.zeros(2))
+    distance = make_cost("learned", TASK, cost_model=str(tmp_path / "cost"))(frame, info["goal_frame"])
+    assert reward == pytest.approx(-float(distance)) and reward <= 0.0
+    with pytest.raises(ValueError, match="--cost-model"):
+        DreamEnv(model=tiny["model"], data=tiny["store"], cost="learned")

@@ -32,9 +32,9 @@ class GoalDistanceConfig:
     """Frames are square, frame_size x frame_size RGB (the world model's resolution)."""
     env_id: str | None = None
     """The task whose video it learned from (a cost is refused on another task)."""
-    widths: tuple[int, ...] = (32, 64, 64)
+    widths: tuple[int, ...] = (16, 32, 32)
     """Conv widths; the first two convolutions halve the resolution."""
-    hidden: int = 256
+    hidden: int = 128
     """Width of the MLP head."""
     embed_dim: int = 64
     """Size of phi(frame); d is the Euclidean distance between two of them."""

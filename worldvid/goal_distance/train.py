@@ -41,7 +41,7 @@ from worldvid.run_folder import RunFolder
 class GoalDistanceTrainConfig:
     """Optimisation settings of a learned goal distance (saved in the run's train_config.json)."""
 
-    steps: int = 4000
+    steps: int = 3000
     """Optimizer steps in total."""
     batch_size: int = 128
     """Recorded steps (and as many random pairs) per optimizer step."""
