@@ -262,7 +262,7 @@ class LearnedCost:
         if tuple(torch.as_tensor(goal).shape) != tuple(x.shape[-3:]):
             raise ValueError(f"goal frame has shape {tuple(torch.as_tensor(goal).shape)}, the frames are {tuple(x.shape[-3:])}")
         embedded = self.model.embed(x.to(self.model.device))
-        d = (embedded - self._goal_embedding(goal)).pow(2).sum(-1).add(1e-12).sqrt()
+        d = self.model.compare(embedded, self._goal_embedding(goal))
         return d.to(device=x.device, dtype=torch.float32)
 
 

@@ -34,10 +34,14 @@ class GoalDistanceConfig:
     """The task whose video it learned from (a cost is refused on another task)."""
     widths: tuple[int, ...] = (16, 32, 32)
     """Conv widths; the first two convolutions halve the resolution."""
-    hidden: int = 128
+    hidden: int = 256
     """Width of the MLP head."""
     embed_dim: int = 64
-    """Size of phi(frame); d is the Euclidean distance between two of them."""
+    """Size of phi(frame)."""
+    head: str = "pair"
+    """How d compares two embeddings: 'metric' = ||phi(x) - phi(g)||_2 (symmetric, triangle inequality);
+    'pair' = an MLP of (phi(x), phi(g)) (can weigh where one object is relative to another, e.g. a pusher
+    behind a block)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -45,6 +49,8 @@ class GoalDistanceConfig:
             raise ValueError(f"frame_size must be a multiple of 4 and >= 8, got {self.frame_size}")
         if len(self.widths) != 3 or min(self.widths) < 1 or self.hidden < 1 or self.embed_dim < 1:
             raise ValueError(f"widths must be 3 positive ints and hidden, embed_dim positive, got {self}")
+        if self.head not in ("metric", "pair"):
+            raise ValueError(f"head must be 'metric' or 'pair', got {self.head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -70,6 +76,9 @@ class GoalDistance(nn.Module):
         side = config.frame_size // 4
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(w[2] * side * side, config.hidden), nn.SiLU(),
                                   nn.Linear(config.hidden, config.embed_dim))
+        self.pair = None if config.head == "metric" else nn.Sequential(
+            nn.Linear(2 * config.embed_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.hidden), nn.SiLU(),
+            nn.Linear(config.hidden, 1), nn.Softplus())
         axis = torch.linspace(-1.0, 1.0, config.frame_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(axis, axis, indexing="ij")), persistent=False)
 
@@ -93,11 +102,18 @@ class GoalDistance(nn.Module):
         x, lead = self._as_input(frames)
         return self.head(self.convs(x)).reshape(*lead, self.config.embed_dim)
 
+    def compare(self, embedded: Tensor, goal: Tensor) -> Tensor:
+        """d from embeddings: embedded float [..., E] and goal float [E] (or any shape broadcasting with it)
+        -> float32 [...] >= 0."""
+        if self.pair is None:
+            return (embedded - goal).pow(2).sum(-1).add(1e-12).sqrt()
+        embedded, goal = torch.broadcast_tensors(embedded, goal)
+        return self.pair(torch.cat([embedded, goal], dim=-1)).squeeze(-1)
+
     def distance(self, frames: Tensor | np.ndarray, goal: Tensor | np.ndarray) -> Tensor:
         """d(frames, goal) float32 [...] >= 0, for frames [..., H, W, 3] and one goal [H, W, 3] (or goals
         [..., H, W, 3] of the frames' batch shape)."""
-        a, b = self.embed(frames), self.embed(goal)
-        return (a - b).pow(2).sum(-1).add(1e-12).sqrt()
+        return self.compare(self.embed(frames), self.embed(goal))
 
     def check_task(self, env_id: str | None) -> None:
         """ValueError when this distance was learned on another task than ``env_id``."""

@@ -41,7 +41,7 @@ from worldvid.run_folder import RunFolder
 class GoalDistanceTrainConfig:
     """Optimisation settings of a learned goal distance (saved in the run's train_config.json)."""
 
-    steps: int = 3000
+    steps: int = 6000
     """Optimizer steps in total."""
     batch_size: int = 128
     """Recorded steps (and as many random pairs) per optimizer step."""
@@ -53,6 +53,14 @@ class GoalDistanceTrainConfig:
     """Linear warm-up steps."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
+    objective: str = "temporal"
+    """'qrl': push random pairs apart while every recorded step stays within 1 (shortest paths, for the
+    'metric' head); 'temporal': regress the steps between a frame and a later frame of its episode, at a
+    low expectile (the quicker ways there count most; for the 'pair' head)."""
+    expectile: float = 0.3
+    """'temporal': the expectile of the steps-between targets that d fits (0.5: their mean)."""
+    gap_power: float = 1.0
+    """'temporal': gaps k = floor(u^gap_power (T - t + 1)), u uniform: above 1, short gaps are drawn more often."""
     max_distance: float = 100.0
     """Random pairs are pushed apart up to about this many steps (beyond it the push fades)."""
     step_slack: float = 0.05
@@ -72,6 +80,9 @@ class GoalDistanceTrainConfig:
         for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.objective not in ("qrl", "temporal") or not 0 < self.expectile < 1:
+            raise ValueError(f"objective must be 'qrl' or 'temporal' and expectile in (0, 1), got {self.objective!r}, "
+                             f"{self.expectile}")
         if not self.max_distance > 1 or not self.step_slack > 0 or not 0 < self.held_out_fraction < 1:
             raise ValueError("max_distance must exceed 1, step_slack be positive, held_out_fraction in (0, 1)")
 
@@ -84,7 +95,7 @@ class FramePairs:
     """
 
     def __init__(self, stores: Sequence[EpisodeStore], episodes: Sequence[Sequence[int]], progress: bool = True) -> None:
-        chunks, starts, offset = [], [], 0
+        chunks, starts, ends, offset = [], [], [], 0
         total = sum(len(e) for e in episodes)
         with tqdm(total=total, desc="read frames", unit="ep", disable=not progress) as bar:
             for store, ids in zip(stores, episodes):
@@ -92,12 +103,15 @@ class FramePairs:
                     frames = store.read_frames(episode, 0, store.episode_length(episode) + 1)
                     chunks.append(frames)
                     starts.append(np.arange(offset, offset + len(frames) - 1))
+                    ends.append(np.full(len(frames), offset + len(frames) - 1))
                     offset += len(frames)
                     bar.update(1)
         if not chunks or offset < 2:
             raise ValueError("no recorded steps to learn a distance from")
         self.frames = torch.from_numpy(np.concatenate(chunks))
         self.starts = torch.from_numpy(np.concatenate(starts))
+        self.ends = torch.from_numpy(np.concatenate(ends))
+        """int64 [N]: the index of the last frame of each frame's episode."""
 
     def batch(self, size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(f[t], f[t+1], a random frame), each uint8 [size, H, W, 3], drawn with a generator seeded by (seed, step)."""
@@ -105,6 +119,15 @@ class FramePairs:
         t = self.starts[torch.randint(len(self.starts), (size,), generator=g)]
         other = torch.randint(len(self.frames), (size,), generator=g)
         return self.frames[t], self.frames[t + 1], self.frames[other]
+
+    def later(self, size: int, seed: int, step: int, power: float = 2.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f[t] uint8 [size, H, W, 3], f[t+k] of the same episode, k float32 [size]), k = floor(u^power (T - t + 1))
+        with u uniform (power > 1 favours short gaps), drawn with a generator seeded by (seed, step)."""
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        t = torch.randint(len(self.frames), (size,), generator=g)
+        room = self.ends[t] - t + 1
+        k = (torch.rand(size, generator=g).pow(power) * room).long().clamp(max=room - 1)
+        return self.frames[t], self.frames[t + k], k.float()
 
 
 class _Multiplier(torch.nn.Module):
@@ -118,7 +141,21 @@ class _Multiplier(torch.nn.Module):
         return F.softplus(self.raw)
 
 
-def objective(model: GoalDistance, multiplier: _Multiplier, batch: Sequence[torch.Tensor],
+def temporal_objective(model: GoalDistance, batch: Sequence[torch.Tensor],
+                       config: GoalDistanceTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss, metrics): d(f[t], f[t+k]) fits k at the ``expectile`` (in units of 10 steps, capped at max_distance)."""
+    now, later, k = (torch.as_tensor(b, device=model.device) for b in batch)
+    e_now, e_later = model.embed(torch.cat([now, later])).chunk(2)
+    d = model.compare(e_now, e_later)
+    target = k.clamp(max=config.max_distance)
+    error = (d - target) / 10.0
+    weight = torch.where(error > 0, 1.0 - config.expectile, config.expectile)
+    loss = (weight * error.pow(2)).mean()
+    return loss, {"loss": float(loss.detach()), "abs_error": float((d - target).abs().mean().detach()),
+                  "distance": float(d.mean().detach())}
+
+
+def qrl_objective(model: GoalDistance, multiplier: _Multiplier, batch: Sequence[torch.Tensor],
               config: GoalDistanceTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss to minimise, metrics): push random pairs apart, keep each recorded step within distance 1.
 
@@ -210,8 +247,12 @@ def train_goal_distance(
     bar = tqdm(total=train_config.steps, initial=step, desc="train-cost", unit="step", disable=not progress)
     model.train()
     while step < train_config.steps:
-        loss, metrics = objective(model, multiplier, pairs.batch(train_config.batch_size, train_config.seed, step),
-                                  train_config)
+        if train_config.objective == "qrl":
+            loss, metrics = qrl_objective(model, multiplier, pairs.batch(train_config.batch_size, train_config.seed, step),
+                                      train_config)
+        else:
+            loss, metrics = temporal_objective(
+                model, pairs.later(train_config.batch_size, train_config.seed, step, train_config.gap_power), train_config)
         if not torch.isfinite(loss):
             raise RuntimeError(f"the goal-distance loss became {float(loss)} at step {step}; "
                                f"the last good checkpoint in {run.path} is kept")
@@ -227,7 +268,7 @@ def train_goal_distance(
             row = {"step": step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]},
                    "lr": scheduler.get_last_lr()[0], "steps_per_s": len(rows) / (time.perf_counter() - window)}
             log.add(row)
-            bar.set_postfix(step_d=f"{row['step_distance']:.2f}", pair_d=f"{row['pair_distance']:.1f}")
+            bar.set_postfix({k: f"{v:.2f}" for k, v in list(metrics.items())[:3]})
             rows, window = [], time.perf_counter()
         if step % train_config.checkpoint_every == 0 or step == train_config.steps:
             checkpoint()
