@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     # tasks, goal costs, planners
     "TASKS": "worldvid.envs", "make_pixel_env": "worldvid.envs.factory",
     "COSTS": "worldvid.costs", "make_cost": "worldvid.costs",
+    "GoalDistance": "worldvid.goal_distance", "train_goal_distance": "worldvid.goal_distance",
     "PlannerConfig": "worldvid.agents", "make_planner": "worldvid.agents", "History": "worldvid.agents",
     "run_episode": "worldvid.agents",
 }
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from worldvid.data.store import EpisodeStore, StoreSpec
     from worldvid.device import resolve_device
     from worldvid.envs import TASKS
+    from worldvid.goal_distance import GoalDistance, train_goal_distance
     from worldvid.envs.factory import make_pixel_env
     from worldvid.model import WorldModel, WorldModelConfig
     from worldvid.run_folder import RunFolder
