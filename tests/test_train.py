@@ -46,7 +46,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(store_dir, tmp_path, mo
     train(store_dir, full, fast(6), tiny_config(), progress=False)
     part = tmp_path / "part"
     calls = []
-    real_update = worldvid.train._update_ema
+    real_update = worldvid.train.update_ema
 
     def killed_at_step_5(*args):  # the run dies after its step-3 checkpoint and a logged step 4
         calls.append(1)
@@ -54,7 +54,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(store_dir, tmp_path, mo
             raise KeyboardInterrupt("killed")
         real_update(*args)
 
-    monkeypatch.setattr(worldvid.train, "_update_ema", killed_at_step_5)
+    monkeypatch.setattr(worldvid.train, "update_ema", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(store_dir, part, fast(6), tiny_config(), progress=False)
     monkeypatch.undo()
