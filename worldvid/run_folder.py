@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from worldvid.atomic import write_json_atomic
+from worldvid.checkpoint import TRAINING_STATE, CheckpointError
 from worldvid.model.pretrained import CONFIG_NAME as MODEL_CONFIG
 
 if TYPE_CHECKING:
@@ -85,6 +86,19 @@ class RunFolder:
     def write_config(self, record: Mapping[str, Any]) -> Path:
         """Write train_config.json atomically."""
         return write_json_atomic(self.train_config_path, dict(record), indent=1)
+
+    def begin_training(self, resume: bool) -> dict[str, Any] | None:
+        """Check that training may start here: without ``resume`` a folder holding a run is refused (never
+        overwritten); with it the saved train_config.json must exist and is returned. CheckpointError otherwise."""
+        if not resume:
+            if (self.path / TRAINING_STATE).exists():
+                raise CheckpointError(f"{self.path} already holds a training run; pass --resume to continue it "
+                                      "or choose another --out")
+            return None
+        saved = self.saved_config()
+        if saved is None:
+            raise CheckpointError(f"{self.path} holds no training run to resume (no {self.train_config_path.name})")
+        return saved
 
     def stores(self) -> list[dict[str, Any]]:
         """[{"data": store folder, "held_out_episodes": [...]}, ...] the run trained on (first = main store);

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import CheckpointError, TRAINING_STATE, load_training_state, save_training_state
+from worldvid.checkpoint import load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
@@ -127,14 +127,11 @@ def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
 
 
 def _resolve_configs(
-    store: EpisodeStore, run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig, resume: bool,
-    init_model: WorldModel | None = None,
+    store: EpisodeStore, run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig,
+    saved: dict[str, Any] | None, init_model: WorldModel | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
     spec = store.spec
-    if resume:
-        saved = run.saved_config()
-        if saved is None:
-            raise CheckpointError(f"{run.path} holds no training run to resume (no {run.train_config_path.name})")
+    if saved is not None:  # resuming
         train_config = TrainConfig(**{**saved["train"], "steps": train_config.steps})
         model_config = run.load_model().config
     elif init_model is not None:
@@ -181,11 +178,10 @@ def train(
     run_dir = Path(run_dir)
     data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
     stores = _open_stores(data_dirs)
-    if not resume and (run_dir / TRAINING_STATE).exists():
-        raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
-    init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
     run = RunFolder.new(run_dir)
-    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, resume, init_model)
+    saved = run.begin_training(resume)
+    init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
+    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, saved, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import TRAINING_STATE, CheckpointError, load_training_state, save_training_state
+from worldvid.checkpoint import load_training_state, save_training_state
 from worldvid.data.dataset import split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
@@ -199,12 +199,8 @@ def train_goal_distance(
         if (store.spec.env_id, tuple(store.spec.frame_shape)) != (spec.env_id, tuple(spec.frame_shape)):
             raise ValueError(f"{store.root} holds {store.spec.env_id} frames {list(store.spec.frame_shape)}, "
                              f"{stores[0].root} {spec.env_id} {list(spec.frame_shape)}: one distance per task and size")
-    if not resume and (run.path / TRAINING_STATE).exists():
-        raise CheckpointError(f"{run.path} already holds a training run; pass --resume to continue it or choose another --out")
-    if resume:
-        saved = run.saved_config()
-        if saved is None:
-            raise CheckpointError(f"{run.path} holds no training run to resume (no {run.train_config_path.name})")
+    saved = run.begin_training(resume)
+    if saved is not None:
         train_config = GoalDistanceTrainConfig(**{**saved["train"], "steps": train_config.steps})
         model_config = GoalDistance.from_pretrained(run.model_path).config
     model_config = model_config or GoalDistanceConfig(frame_size=spec.frame_shape[0], env_id=spec.env_id)
