@@ -62,11 +62,12 @@ def fast(steps: int, **kw) -> GoalDistanceTrainConfig:
                                    lr=3e-3, max_distance=30.0, **kw)
 
 
-@pytest.mark.parametrize("recipe", ["temporal", "qrl"])
+@pytest.mark.parametrize("recipe", ["temporal", "temporal-log", "qrl"])
 def test_learned_distance_is_monotone_in_the_true_step_distance(tmp_path, recipe):
     torch.set_num_threads(1)
     store = toy_store(tmp_path / "toy", episodes=16, steps=60)
-    config = fast(400, objective=recipe) if recipe == "qrl" else fast(2000, objective=recipe, gap_power=1.0)
+    config = fast(400, objective=recipe) if recipe == "qrl" else fast(
+        2000, objective="temporal", gap_power=1.0, error_scale="log" if recipe.endswith("log") else "steps")
     train_goal_distance(store.root, tmp_path / "run", config, METRIC if recipe == "qrl" else SMALL, progress=False)
     model = GoalDistance.from_pretrained(tmp_path / "run")
     frames = np.stack([dot_frame(x) for x in range(15)])
@@ -76,13 +77,42 @@ def test_learned_distance_is_monotone_in_the_true_step_distance(tmp_path, recipe
     mean_by_gap = [d[true == k].mean() for k in range(15)]
     # 'temporal' regresses the steps the walks took and is capped at max_distance, so it is checked over the
     # gaps the capped targets resolve; 'qrl' learns shortest paths, monotone over every gap
-    covered = 9 if recipe == "temporal" else 15
+    covered = 15 if recipe == "qrl" else 9
     assert all(b > a for a, b in zip(mean_by_gap[:covered], mean_by_gap[1:covered])), np.round(mean_by_gap, 2)
     near = true < covered  # for each goal y (column), d(x, y) must rank the frames x by their distance to y
     per_goal = [spearman(d[near[:, y], y], true[near[:, y], y]) for y in range(15)]
     assert np.mean(per_goal) > 0.9, np.round(per_goal, 2)
     if recipe == "qrl":  # shortest paths, in units of steps
         assert d.diagonal().max() < 0.5 and abs(mean_by_gap[1] - 1.0) < 0.6
+
+
+def test_pixels_are_standardised_by_the_training_frames_and_older_distances_still_load(tmp_path):
+    model = GoalDistance(SMALL)
+    frames = torch.from_numpy(np.stack([dot_frame(x) for x in range(15)]))
+    model.fit_pixel_statistics(frames)
+    background, dot_rows = model.pixel_mean[:, 0, 0], model.pixel_mean[:, 7, 5]
+    assert torch.allclose(background, torch.full((3,), -1.0)) and bool((dot_rows > -1.0).all())
+    assert float(model.pixel_scale.min()) == pytest.approx(0.1)  # never-changing pixels: the floor, not 0
+    as_read, _ = model._as_input(frames[:1])
+    assert float(as_read[0, :3, 0, 0].abs().max()) < 1e-6  # the static background reads as 0
+    # a distance saved before standardisation existed: no 'standardize' in its config, no pixel statistics
+    old_config = {k: v for k, v in SMALL.to_dict().items() if k != "standardize"}
+    old = GoalDistance(GoalDistanceConfig.from_dict(old_config))
+    assert not old.config.standardize and "pixel_mean" not in old.state_dict()
+    old.save_pretrained(tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items() if k != "standardize"}))
+    loaded = GoalDistance.from_pretrained(tmp_path / "old")
+    assert not loaded.config.standardize
+    with pytest.raises(ValueError, match="raw pixels"):
+        loaded.fit_pixel_statistics(frames)
+
+
+def test_unknown_training_choices_are_refused():
+    with pytest.raises(ValueError, match="error_scale"):
+        GoalDistanceTrainConfig(error_scale="cubic")
+    with pytest.raises(ValueError, match="objective"):
+        GoalDistanceTrainConfig(objective="contrastive")
 
 
 def test_training_resumes_bit_identically_and_refuses_to_overwrite(tmp_path):

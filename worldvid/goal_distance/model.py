@@ -38,6 +38,10 @@ class GoalDistanceConfig:
     """Width of the MLP head."""
     embed_dim: int = 64
     """Size of phi(frame)."""
+    standardize: bool = True
+    """Standardise every pixel by the training frames' per-pixel mean and spread (saved with the weights): the
+    static background becomes 0 and what moves stands out (without it, training sat on a plateau for
+    thousands of steps, and on the 2,300 Reacher episodes never left it)."""
     head: str = "pair"
     """How d compares two embeddings: 'metric' = ||phi(x) - phi(g)||_2 (symmetric, triangle inequality);
     'pair' = an MLP of (phi(x), phi(g)) (can weigh where one object is relative to another, e.g. a pusher
@@ -58,7 +62,8 @@ class GoalDistanceConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GoalDistanceConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        # distances saved before ``standardize`` existed read raw pixels
+        return cls(**{"standardize": False, **{k: v for k, v in data.items() if k in names}})
 
 
 class GoalDistance(nn.Module):
@@ -79,6 +84,10 @@ class GoalDistance(nn.Module):
         self.pair = None if config.head == "metric" else nn.Sequential(
             nn.Linear(2 * config.embed_dim, config.hidden), nn.SiLU(), nn.Linear(config.hidden, config.hidden), nn.SiLU(),
             nn.Linear(config.hidden, 1), nn.Softplus())
+        if config.standardize:
+            shape = (3, config.frame_size, config.frame_size)
+            self.register_buffer("pixel_mean", torch.zeros(shape))
+            self.register_buffer("pixel_scale", torch.ones(shape))
         axis = torch.linspace(-1.0, 1.0, config.frame_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(axis, axis, indexing="ij")), persistent=False)
 
@@ -95,7 +104,19 @@ class GoalDistance(nn.Module):
         lead = tuple(x.shape[:-3])
         x = x.reshape(-1, s, s, 3).permute(0, 3, 1, 2)
         x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+        if self.config.standardize:
+            x = (x - self.pixel_mean) / self.pixel_scale
         return torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1), lead
+
+    @torch.no_grad()
+    def fit_pixel_statistics(self, frames: Tensor, min_scale: float = 0.1) -> None:
+        """Set the per-pixel mean and spread (std, at least ``min_scale``) from uint8 frames [N, H, W, 3]
+        (in the [-1, 1] units the network reads)."""
+        if not self.config.standardize:
+            raise ValueError("this goal distance reads raw pixels (standardize=False)")
+        x = torch.as_tensor(frames).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        self.pixel_mean.copy_(x.mean(0))
+        self.pixel_scale.copy_(x.std(0).clamp(min=min_scale))
 
     def embed(self, frames: Tensor | np.ndarray) -> Tensor:
         """phi(frames): uint8 [..., H, W, 3] (or float in [-1, 1]) -> float32 [..., embed_dim]."""

@@ -57,6 +57,10 @@ class GoalDistanceTrainConfig:
     """'qrl': push random pairs apart while every recorded step stays within 1 (shortest paths, for the
     'metric' head); 'temporal': regress the steps between a frame and a later frame of its episode, at a
     low expectile (the quicker ways there count most; for the 'pair' head)."""
+    error_scale: str = "steps"
+    """'temporal': where d's error from the steps k is measured: 'steps' = (d - k) / 10; 'log' = log(1 + d) -
+    log(1 + k) (one step off near the goal weighs as much as ten far from it; on Push it blurred the long
+    range and planned worse: 3 of 19 episodes against 13 of 30)."""
     expectile: float = 0.3
     """'temporal': the expectile of the steps-between targets that d fits (0.5: their mean)."""
     gap_power: float = 1.0
@@ -80,6 +84,8 @@ class GoalDistanceTrainConfig:
         for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.error_scale not in ("log", "steps"):
+            raise ValueError(f"error_scale must be 'log' or 'steps', got {self.error_scale!r}")
         if self.objective not in ("qrl", "temporal") or not 0 < self.expectile < 1:
             raise ValueError(f"objective must be 'qrl' or 'temporal' and expectile in (0, 1), got {self.objective!r}, "
                              f"{self.expectile}")
@@ -143,12 +149,13 @@ class _Multiplier(torch.nn.Module):
 
 def temporal_objective(model: GoalDistance, batch: Sequence[torch.Tensor],
                        config: GoalDistanceTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss, metrics): d(f[t], f[t+k]) fits k at the ``expectile`` (in units of 10 steps, capped at max_distance)."""
+    """(loss, metrics): d(f[t], f[t+k]) fits k (capped at max_distance) at the ``expectile``, errors measured on
+    the config's ``error_scale``."""
     now, later, k = (torch.as_tensor(b, device=model.device) for b in batch)
     e_now, e_later = model.embed(torch.cat([now, later])).chunk(2)
     d = model.compare(e_now, e_later)
     target = k.clamp(max=config.max_distance)
-    error = (d - target) / 10.0
+    error = torch.log1p(d) - torch.log1p(target) if config.error_scale == "log" else (d - target) / 10.0
     weight = torch.where(error > 0, 1.0 - config.expectile, config.expectile)
     loss = (weight * error.pow(2)).mean()
     return loss, {"loss": float(loss.detach()), "abs_error": float((d - target).abs().mean().detach()),
@@ -212,6 +219,8 @@ def train_goal_distance(
 
     torch.manual_seed(train_config.seed)
     model, multiplier = GoalDistance(model_config).to(device), _Multiplier().to(device)
+    if model_config.standardize:  # from up to 20,000 evenly spaced training frames (restored on resume)
+        model.fit_pixel_statistics(pairs.frames[torch.linspace(0, len(pairs.frames) - 1, 20_000).long().unique()])
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([{"params": model.parameters(), "weight_decay": train_config.weight_decay},
                                    {"params": multiplier.parameters(), "weight_decay": 0.0}], lr=train_config.lr)
