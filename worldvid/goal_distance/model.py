@@ -1,9 +1,10 @@
 """A goal-reaching distance learned from video: d(frame, goal) ~ how many steps separate two frames.
 
-An encoder phi maps a frame to a vector and d(x, g) = ||phi(x) - phi(g)||_2, a metric in units of
-environment steps (``worldvid.goal_distance.train``: quasimetric-style training, the largest distances
-that keep every recorded step at most 1 apart, i.e. shortest-path distances over the data). The encoder
-sees coordinates as well as colours (CoordConv), so where things are is easy for it to read.
+An encoder phi maps a frame to a vector; d compares phi(x) with phi(g), by an MLP of the pair (``head='pair'``,
+the default: it can weigh where one object is relative to another) or as ||phi(x) - phi(g)||_2 (``'metric'``).
+The encoder reads pixels standardised by its training frames' per-pixel mean and spread (the static
+background reads as 0) and sees coordinates as well as colours (CoordConv), so where things are is easy to
+read. Training: ``worldvid.goal_distance.train``.
 """
 
 from __future__ import annotations
