@@ -219,7 +219,7 @@ def train_goal_distance(
 
     torch.manual_seed(train_config.seed)
     model, multiplier = GoalDistance(model_config).to(device), _Multiplier().to(device)
-    if model_config.standardize:  # from up to 20,000 evenly spaced training frames (restored on resume)
+    if model_config.standardize and not resume:  # from up to 20,000 evenly spaced training frames
         model.fit_pixel_statistics(pairs.frames[torch.linspace(0, len(pairs.frames) - 1, 20_000).long().unique()])
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([{"params": model.parameters(), "weight_decay": train_config.weight_decay},
