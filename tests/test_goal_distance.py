@@ -86,6 +86,44 @@ def test_learned_distance_is_monotone_in_the_true_step_distance(tmp_path, recipe
         assert d.diagonal().max() < 0.5 and abs(mean_by_gap[1] - 1.0) < 0.6
 
 
+def one_way_store(root, episodes: int = 16) -> EpisodeStore:
+    """Walks of the dot that only ever move right, one column per step, from a column in 0..3 to 14: no episode
+    goes from x to a column left of it (like a block no episode pushes back from a wall)."""
+    rng = np.random.default_rng(0)
+    spec = StoreSpec(env_id=TOY, frame_shape=(S, S, 3), action_dim=1, policy="right", seed=0,
+                     episodes_per_shard=episodes)
+    store, made = EpisodeStore.create(root, spec), []
+    for i in range(episodes):
+        xs = np.arange(int(rng.integers(0, 4)), 15)
+        steps = len(xs) - 1
+        made.append(Episode(frames=np.stack([dot_frame(x) for x in xs]), actions=np.ones((steps, 1), np.float32),
+                            rewards=np.zeros(steps, np.float32), terminated=np.zeros(steps, bool),
+                            truncated=np.zeros(steps, bool), goal_frame=dot_frame(14), env_id=TOY, seed=i,
+                            policy="right", success=np.zeros(steps, bool)))
+    store.write_shard(0, made)
+    return store
+
+
+def test_random_pairs_lift_the_distance_to_states_no_episode_leaves(tmp_path):
+    torch.set_num_threads(1)
+    store = one_way_store(tmp_path / "toy")
+    frames = np.stack([dot_frame(x) for x in range(15)])
+    gap = np.arange(15)[None] - np.arange(15)[:, None]  # goal column minus frame column
+    means = {}
+    for far_weight in (0.0, 0.05):
+        run = tmp_path / f"run{far_weight}"
+        train_goal_distance(store.root, run, fast(1000, far_weight=far_weight), SMALL, progress=False)
+        with torch.inference_mode():
+            d = GoalDistance.from_pretrained(run).distance(frames[:, None], frames[None]).numpy()  # [15, 15]
+        means[far_weight] = (np.array([d[gap == k].mean() for k in range(12)]),  # goals ahead: k steps
+                             np.array([d[gap == -k].mean() for k in range(1, 12)]))  # goals behind: unreachable
+    ahead, behind = means[0.0]
+    assert behind.max() < 1.0, np.round(behind, 1)  # without the push a goal behind reads as reached
+    ahead, behind = means[0.05]
+    assert np.all(np.diff(ahead) > 0), np.round(ahead, 1)  # the steps ahead are still counted in order
+    assert behind.min() > ahead.max(), (np.round(ahead, 1), np.round(behind, 1))
+
+
 def test_pixels_are_standardised_by_the_training_frames_and_older_distances_still_load(tmp_path):
     model = GoalDistance(SMALL)
     frames = torch.from_numpy(np.stack([dot_frame(x) for x in range(15)]))
@@ -113,6 +151,8 @@ def test_unknown_training_choices_are_refused():
         GoalDistanceTrainConfig(error_scale="cubic")
     with pytest.raises(ValueError, match="objective"):
         GoalDistanceTrainConfig(objective="contrastive")
+    with pytest.raises(ValueError, match="far_weight"):
+        GoalDistanceTrainConfig(far_weight=-0.1)
 
 
 def test_training_resumes_bit_identically_and_refuses_to_overwrite(tmp_path):

@@ -4,13 +4,14 @@ What it reads: each episode's frames and their order. Nothing else (no actions, 
 policy names, seeds, simulator states or colours), so a store whose other fields are scrambled trains the
 same weights.
 
-The objective is quasimetric learning's (QRL, Wang et al. 2023) with a metric embedding: make the distance
-between random pairs of frames as large as possible (up to ``max_distance``) while every recorded step
-stays at most 1 apart. The largest such distances are shortest-path lengths, in steps, through the data:
-how many steps it takes to get from one frame to the other. The constraint is enforced by a Lagrange
-multiplier learned by dual ascent. Batches and noise are drawn from generators seeded by (seed, step), so a
-resumed run is bit-identical to an uninterrupted one. A run folder has the layout of ``worldvid.run_folder``
-(train_config.json, model/, training_state.pt, metrics.csv/jsonl).
+The default objective ('temporal') fits d(f[t], f[t+k]) to the k steps between a frame and a later frame of
+its episode, at a low expectile, and lifts d of random pairs (frames of different samples) toward
+``max_distance`` with a small one-sided weight: within-episode steps say how near what the data connected
+is, the lift says that what it never connected is far. The alternative ('qrl', quasimetric learning, Wang
+et al. 2023, with a metric embedding) makes random pairs as far apart as possible while every recorded step
+stays within 1, by a Lagrange multiplier learned by dual ascent. Batches and noise are drawn from generators
+seeded by (seed, step), so a resumed run is bit-identical to an uninterrupted one. A run folder has the
+layout of ``worldvid.run_folder`` (train_config.json, model/, training_state.pt, metrics.csv/jsonl).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class GoalDistanceTrainConfig:
     """'temporal': gaps k = floor(u^gap_power (T - t + 1)), u uniform: above 1, short gaps are drawn more often."""
     max_distance: float = 100.0
     """Random pairs are pushed apart up to about this many steps (beyond it the push fades)."""
+    far_weight: float = 0.05
+    """'temporal': weight of the push that lifts d of random pairs (a frame and another sample's later frame)
+    toward max_distance, one-sided (0: off). The steps between frames of one episode bound d only where the
+    data went: without the push, states no episode leaves (a block pushed against a wall) read as near any
+    goal (Push oracle 77% without it, 90% with 0.05; Reacher 77% and 97%)."""
     step_slack: float = 0.05
     """Mean squared excess of one recorded step over distance 1 the multiplier tolerates."""
     ema_decay: float = 0.995
@@ -89,6 +95,8 @@ class GoalDistanceTrainConfig:
         if self.objective not in ("qrl", "temporal") or not 0 < self.expectile < 1:
             raise ValueError(f"objective must be 'qrl' or 'temporal' and expectile in (0, 1), got {self.objective!r}, "
                              f"{self.expectile}")
+        if self.far_weight < 0:
+            raise ValueError(f"far_weight must be >= 0, got {self.far_weight}")
         if not self.max_distance > 1 or not self.step_slack > 0 or not 0 < self.held_out_fraction < 1:
             raise ValueError("max_distance must exceed 1, step_slack be positive, held_out_fraction in (0, 1)")
 
@@ -158,8 +166,14 @@ def temporal_objective(model: GoalDistance, batch: Sequence[torch.Tensor],
     error = torch.log1p(d) - torch.log1p(target) if config.error_scale == "log" else (d - target) / 10.0
     weight = torch.where(error > 0, 1.0 - config.expectile, config.expectile)
     loss = (weight * error.pow(2)).mean()
-    return loss, {"loss": float(loss.detach()), "abs_error": float((d - target).abs().mean().detach()),
-                  "distance": float(d.mean().detach())}
+    metrics = {"loss": float(loss.detach()), "abs_error": float((d - target).abs().mean().detach()),
+               "distance": float(d.mean().detach())}
+    if config.far_weight > 0:  # random pairs: each frame with the next sample's later frame
+        far = model.compare(e_now, e_later.roll(1, dims=0))
+        lift = F.relu(config.max_distance - far).div(10.0).pow(2).mean()
+        loss = loss + config.far_weight * lift
+        metrics["random_pair_distance"] = float(far.mean().detach())
+    return loss, metrics
 
 
 def qrl_objective(model: GoalDistance, multiplier: _Multiplier, batch: Sequence[torch.Tensor],
