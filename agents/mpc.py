@@ -13,6 +13,7 @@ import numpy as np
 
 from worldvid.agents.base import History, Plan
 from worldvid.data.episode import Episode
+from worldvid.data.policies import expert_goal
 
 
 class PlanningAgent(Protocol):
@@ -52,6 +53,8 @@ class EpisodeResult:
     terminated: np.ndarray | None = None
     truncated: np.ndarray | None = None
     step_success: np.ndarray | None = None
+    final_info: dict[str, float] | None = None
+    """The scalar entries of the last ``info`` (e.g. PushT's ``coverage``, ``angle_error``, ``pose_success``)."""
 
     @property
     def steps(self) -> int:
@@ -84,6 +87,7 @@ class EpisodeResult:
             "seed": self.seed, "success": self.success, "first_success_step": self.first_success_step,
             "final_distance": self.final_distance, "steps": self.steps, "decisions": int(len(self.latency_s)),
             "seconds_per_decision": self.seconds_per_decision, "model_calls_per_action": self.model_calls_per_action,
+            **{f"final_{k}": v for k, v in (self.final_info or {}).items()},
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -114,17 +118,20 @@ class EpisodeResult:
 
 def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int = 1, context: int = 4,
                 stop_on_success: bool = True, max_steps: int | None = None,
-                keep_imagined: bool = True) -> EpisodeResult:
+                keep_imagined: bool = True, goal_steps: int = 0) -> EpisodeResult:
     """Run one goal-image episode from ``env.reset(seed=seed)`` with receding-horizon planning.
 
     Every decision plans from the last ``context`` frames and actions (``History``) toward ``info["goal_frame"]``
     and executes the first ``execute`` actions of the plan (fewer if the plan is shorter). The planner is reset
     with ``seed`` first, so the episode is a function of (env, planner, seed). Stops at the time limit (or
-    ``max_steps``), or at the first success when ``stop_on_success``.
+    ``max_steps``), or at the first success when ``stop_on_success``. With ``goal_steps`` the goal is instead the
+    state the task's expert reaches that many steps after the start (``worldvid.data.policies.expert_goal``).
     """
     if execute < 1:
         raise ValueError(f"execute must be a positive number of actions, got {execute}")
     observation, info = env.reset(seed=seed)
+    if goal_steps:
+        info = expert_goal(env, goal_steps, seed)
     goal = info.get("goal_frame")
     if goal is None:
         raise ValueError(f"{env.spec.id if env.spec else env} gives no info['goal_frame']; planning needs a goal image")
@@ -177,6 +184,8 @@ def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int
         imagined=np.stack(imagined) if imagined else None,
         rewards=np.asarray(rewards, np.float32), terminated=np.asarray(terms, bool),
         truncated=np.asarray(truncs, bool), step_success=np.asarray(step_success, bool),
+        final_info={k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for k, v in info.items()
+                    if k not in ("success", "state_distance") and isinstance(v, (bool, int, float, np.bool_, np.number))},
     )
 
 
@@ -209,4 +218,12 @@ def summarize_episodes(results: Sequence[EpisodeResult]) -> dict:
         "seconds_per_decision": float(latencies.mean()) if latencies.size else 0.0,
         "model_calls_per_action": float(sum(r.model_calls.sum() for r in results) / max(actions, 1)),
         "steps_mean": actions / max(n, 1),
+        **_final_info_means(results),
     }
+
+
+def _final_info_means(results: Sequence[EpisodeResult]) -> dict:
+    """Mean of each scalar the task reports at the end of every episode, e.g. {"final_coverage_mean": 0.97}."""
+    infos = [r.final_info or {} for r in results]
+    keys = set.intersection(*(set(i) for i in infos)) if infos else set()
+    return {f"final_{k}_mean": float(np.mean([float(i[k]) for i in infos])) for k in sorted(keys)}

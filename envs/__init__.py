@@ -15,6 +15,7 @@ TASKS: dict[str, dict] = {
     "worldvid/PointReach-v0": {"entry_point": "worldvid.envs.point_reach:PointReachEnv", "max_episode_steps": 50},
     "worldvid/Push-v0": {"entry_point": "worldvid.envs.push:PushEnv", "max_episode_steps": 100},
     "worldvid/Reacher-v0": {"entry_point": "worldvid.envs.reacher:ReacherEnv", "max_episode_steps": 50},
+    "worldvid/PushT-v0": {"entry_point": "worldvid.envs.push_t:PushTEnv", "max_episode_steps": 200},
 }
 """The pixel MuJoCo tasks: id -> registration arguments."""
 

@@ -156,12 +156,34 @@ class PixelMujocoEnv(MujocoEnv):
     def reset_model(self) -> np.ndarray:
         """Draw start and goal, render the goal image (the scene in the goal configuration), return the first frame."""
         qpos, qvel, goal_qpos = self._sample_task()
+        self._set_goal(goal_qpos)
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+    def _set_goal(self, goal_qpos: np.ndarray) -> None:
+        """Make ``goal_qpos`` [nq] the goal: record it and the goal object's position, render the goal image.
+        Leaves the simulator in the goal configuration (the caller restores its state)."""
         self.goal_qpos = np.asarray(goal_qpos, dtype=np.float64).copy()
         self.set_state(self.goal_qpos, np.zeros(self.model.nv))
         self.goal = self.object_positions()[self.goal_object]
         self.goal_frame = self._render_frame()
-        self.set_state(qpos, qvel)
-        return self._get_obs()
+
+    def adopt_goal(self, goal_qpos: np.ndarray) -> dict[str, Any]:
+        """Replace the episode's goal by the configuration ``goal_qpos`` [nq] (e.g. a state a policy reached from
+        the start), keeping the current state; returns the info of the current state against the new goal,
+        ``goal_frame`` included."""
+        physics = self.get_sim_state()["physics"]
+        goal_qpos = np.asarray(goal_qpos, dtype=np.float64)
+        if goal_qpos.shape != (self.model.nq,):
+            raise ValueError(f"goal_qpos must have shape ({self.model.nq},), got {goal_qpos.shape}")
+        self._set_goal(goal_qpos)
+        mujoco.mj_setState(self.model, self.data, physics, _STATE_SPEC)
+        mujoco.mj_forward(self.model, self.data)
+        return self._get_reset_info()
+
+    def goal_reached(self, goal: np.ndarray) -> bool:
+        """Whether the goal object is within ``success_threshold`` of ``goal`` (as ``sample_goal_position`` draws it)."""
+        return float(np.linalg.norm(self.object_positions()[self.goal_object] - np.asarray(goal)[:2])) < self.success_threshold
 
     def _get_reset_info(self) -> dict[str, Any]:
         return {**self._get_rew()[1], "goal_frame": self.goal_frame.copy()}
@@ -224,6 +246,15 @@ class PixelMujocoEnv(MujocoEnv):
         half = self.size / 2.0
         ppu = self.pixels_per_unit
         return np.stack([half - local[..., 1] * ppu - 0.5, half + local[..., 0] * ppu - 0.5], axis=-1)
+
+    def pixel_to_world(self, pixels: np.ndarray) -> np.ndarray:
+        """(row, col) pixels float [..., 2] -> world (x, y) float64 [..., 2] on the floor (``world_to_pixel``'s inverse)."""
+        pixels = np.asarray(pixels, dtype=np.float64)
+        half, ppu = self.size / 2.0, self.pixels_per_unit
+        local = np.stack([(pixels[..., 1] + 0.5 - half) / ppu, (half - pixels[..., 0] - 0.5) / ppu,
+                          -self.data.cam_xpos[self._camera_id][2] * np.ones(pixels.shape[:-1])], axis=-1)
+        rotation = self.data.cam_xmat[self._camera_id].reshape(3, 3)
+        return (local @ rotation.T + self.data.cam_xpos[self._camera_id])[..., :2]
 
     def object_pixel_positions(self) -> dict[str, np.ndarray]:
         """True (row, col) pixel position of each task-relevant object in the current frame: name -> float64 [2]."""

@@ -24,7 +24,7 @@ class PlanEvalConfig:
     planner: str = "cem"
     """cem | mppi | shooting | random."""
     cost: str = "keypoint"
-    """Goal-image cost: keypoint | blur | pixel | learned (``worldvid.costs``)."""
+    """Goal-image cost: keypoint | pose | blur | pixel | learned (``worldvid.costs``)."""
     cost_model: str | None = None
     """Run folder of a learned goal distance (``worldvid train-cost --out``); needed by cost 'learned'."""
     oracle: bool = False
@@ -46,6 +46,9 @@ class PlanEvalConfig:
     near-deterministic scenes (as in DIAMOND) and keeps a decision under a second on 2 CPU cores."""
     max_steps: int | None = None
     """Cap on steps per episode (default: the task's time limit); for quick checks."""
+    goal_steps: int = 0
+    """0: the task's own goals (random reachable ones). N > 0: the goal is the state the task's expert reaches N
+    steps after the start (DINO-WM's "N-step goal" set; ``worldvid.data.policies.expert_goal``)."""
     stop_on_success: bool = True
     """End an episode at its first success (success = reached the goal); else success is judged at the end."""
     cpus_per_worker: float = 1.0
@@ -94,6 +97,8 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         raise ValueError(f"num_steps must be a positive integer, got {config.num_steps}")
     if not config.cpus_per_worker > 0 or config.max_episode_retries < 0 or not config.episode_timeout_s > 0:
         raise ValueError("cpus_per_worker and episode_timeout_s must be positive, max_episode_retries >= 0")
+    if config.goal_steps < 0:
+        raise ValueError(f"goal_steps must be >= 0 (0: the task's own goals), got {config.goal_steps}")
     if config.needs_model and config.model is None:
         raise ValueError(f"planner {config.planner!r} without --oracle imagines with a world model: pass a model")
     resolve_device(config.device)  # e.g. 'cuda' on a machine without it
@@ -113,6 +118,10 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
             env.close()
             env = make_pixel_env(config.env_id, size)
         observation, info = env.reset(seed=config.seed)
+        if config.goal_steps:
+            from worldvid.data.policies import expert_goal
+
+            info = expert_goal(env, config.goal_steps, config.seed)  # e.g. a task without an expert
         goal = info.get("goal_frame")
         if goal is None or np.asarray(goal).shape != observation.shape:
             shape = None if goal is None else np.asarray(goal).shape

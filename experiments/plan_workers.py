@@ -64,7 +64,7 @@ class EpisodeRunner:
             os._exit(1)
         c = self.config
         return run_episode(self.env, self.planner, c.seed + index, execute=c.execute, context=self.context,
-                           stop_on_success=c.stop_on_success, max_steps=c.max_steps)
+                           stop_on_success=c.stop_on_success, max_steps=c.max_steps, goal_steps=c.goal_steps)
 
 
 def _run_in_process(config: PlanEvalConfig, size: int, model: Any, indices: Sequence[int],

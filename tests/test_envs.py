@@ -71,8 +71,12 @@ def test_info_and_reward(env_id: str) -> None:
     assert {"goal_frame", "success", "state_distance"} <= set(info)
     _, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert isinstance(info["success"], bool) and isinstance(info["state_distance"], float)
-    assert reward == pytest.approx(-info["state_distance"])
-    assert info["success"] == (info["state_distance"] < env.unwrapped.success_threshold)
+    if "coverage" in info:  # PushT: Push-T's reward and success, the share of the goal T covered
+        assert reward == pytest.approx(info["coverage"]) and 0.0 <= reward <= 1.0
+        assert info["success"] == (info["coverage"] >= env.unwrapped.success_coverage)
+    else:
+        assert reward == pytest.approx(-info["state_distance"])
+        assert info["success"] == (info["state_distance"] < env.unwrapped.success_threshold)
     assert terminated is False and truncated is False
     env.close()
 
@@ -167,6 +171,11 @@ def test_object_colors_are_the_rendered_colors(env_id: str) -> None:
     env.close()
 
 
+EXPERT_SOLVES = [i for i in IDS if i != "worldvid/PushT-v0"]
+"""Tasks whose scripted expert always succeeds (PushT's is weaker: tests/test_push_t.py measures it)."""
+
+
+@pytest.mark.parametrize("env_id", EXPERT_SOLVES)
 def test_scripted_policy_solves_and_random_does_not(env_id: str) -> None:
     env = make(env_id)
     rng = np.random.default_rng(0)
@@ -186,6 +195,7 @@ def test_scripted_policy_solves_and_random_does_not(env_id: str) -> None:
     env.close()
 
 
+@pytest.mark.parametrize("env_id", EXPERT_SOLVES)
 def test_scripted_action_reaches_any_sampled_goal(env_id: str) -> None:
     # the expert also drives the goal object to a goal of the caller's choosing (the subgoals policy's use)
     env = make(env_id).unwrapped

@@ -9,6 +9,8 @@ never NaN. ``video_cost`` reduces a per-frame cost over the frames of imagined v
 Costs (``make_cost(name, env_id)``):
     ``keypoint`` - task objects found by their flat colours (``worldvid.keypoints``), distances in pixels.
         Needs the task (its ``object_colors`` and ``goal_object``).
+    ``pose``     - the goal object's position and heading from image moments (for an object whose shape shows
+        its heading: PushT's T), found by its colour. Needs the task.
     ``blur``     - multi-scale blurred pixel distance; needs no knowledge of the scene.
     ``pixel``    - plain mean squared pixel error (the reference: flat until the objects overlap).
     ``learned``  - a goal-reaching distance in steps learned from the task's own unlabeled video
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldvid.keypoints import locate_objects, task_objects
+from worldvid.keypoints import locate_objects, locate_pose, task_objects
 
 if TYPE_CHECKING:
     from worldvid.goal_distance import GoalDistance
@@ -38,7 +40,7 @@ ArrayLike = np.ndarray | Tensor
 Cost = Callable[[ArrayLike, ArrayLike], Tensor]
 """``(frames [..., H, W, 3], goal [H, W, 3]) -> float32 [...]`` on the frames' device."""
 
-COSTS = ("keypoint", "blur", "pixel", "learned")
+COSTS = ("keypoint", "pose", "blur", "pixel", "learned")
 """Names ``make_cost`` accepts."""
 
 REDUCTIONS = ("final", "mean", "discounted")
@@ -224,6 +226,55 @@ class KeypointCost:
         return cls(tuple(map(tuple, colors)), tuple(names), goal_index, **overrides)
 
 
+# ---------------------------------------------------------------------------- pose
+@dataclass(frozen=True)
+class PoseCost:
+    """The goal object's pose in each frame against the goal image's, read by colour from image moments.
+
+    With p, yaw the goal object's position (pixels) and heading in a frame (``worldvid.keypoints.locate_pose``),
+    g, yaw_g in the goal image, q_o the other objects' positions (``locate_objects``) and S the frame side:
+        |p - g| + gyration S |wrap(yaw - yaw_g)| + reach_weight sum_o max(0, |q_o - p| - reach S)
+    The last term draws the other objects (the pusher) to within reach of the goal object, where a short
+    plan can move it. A goal object missing from a frame costs ``missing_penalty`` times the image diagonal.
+    """
+
+    color: tuple[float, float, float]
+    other_colors: tuple[tuple[float, float, float], ...] = ()
+    gyration: float = 0.1
+    reach: float = 0.25
+    reach_weight: float = 0.2
+    tolerance: float = 60.0
+    min_mass: float = 1.0
+    missing_penalty: float = 1.0
+
+    def __call__(self, frames: ArrayLike, goal: ArrayLike) -> Tensor:
+        """float32 [...] for frames [..., H, W, 3] (uint8 or float in [-1, 1]) and goal uint8 [H, W, 3]."""
+        x = _unit_frames(frames)
+        g = _goal_like(goal, x)
+        side = float(x.shape[-2])
+        pos, yaw, vis = locate_pose(x, self.color, self.tolerance, self.min_mass, value_range=(0.0, 1.0))
+        gpos, gyaw, _ = locate_pose(g, self.color, self.tolerance, self.min_mass, value_range=(0.0, 1.0))
+        turn = torch.remainder(yaw - gyaw + math.pi, 2 * math.pi) - math.pi
+        cost = (pos - gpos).norm(dim=-1) + self.gyration * side * turn.abs()
+        if self.other_colors:
+            others, seen = locate_objects(x, self.other_colors, self.tolerance, self.min_mass, value_range=(0.0, 1.0),
+                                          fill=0.0)
+            gap = ((others - pos.unsqueeze(-2)).norm(dim=-1) - self.reach * side).clamp_min(0.0)
+            cost = cost + self.reach_weight * (gap * seen.to(gap.dtype)).sum(-1)
+        penalty = self.missing_penalty * math.hypot(*x.shape[-3:-1])
+        return torch.where(vis, cost, torch.full_like(cost, penalty))
+
+    @classmethod
+    def for_task(cls, env_id: str, **overrides: float) -> "PoseCost":
+        """The pose cost of a worldvid task: its goal object's colour, the other objects drawn within reach."""
+        colors, names, goal_object = task_objects(env_id)
+        if goal_object not in names:
+            raise ValueError(f"the pose cost needs a task with object colours and a goal object; {env_id} has none")
+        k = names.index(goal_object)
+        others = tuple(tuple(c) for i, c in enumerate(colors) if i != k)
+        return cls(tuple(colors[k]), others, **overrides)
+
+
 # ---------------------------------------------------------------------------- factory and reduction
 class LearnedCost:
     """d(frame, goal) of a learned goal distance (``worldvid.goal_distance.GoalDistance``), in steps.
@@ -286,6 +337,10 @@ def make_cost(name: str, env_id: str | None = None, cost_model: str | None = Non
         return pixel_cost
     if name == "blur":
         return BlurCost(**options)
+    if name == "pose":
+        if env_id is None:
+            raise ValueError("the pose cost needs env_id (the task's object colours)")
+        return PoseCost.for_task(env_id, **options)
     if name == "keypoint":
         if env_id is None:
             raise ValueError("the keypoint cost needs env_id (the task's object colours)")

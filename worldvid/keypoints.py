@@ -94,6 +94,49 @@ def locate_objects(
     return positions, visible
 
 
+def locate_pose(
+    frames: ArrayLike,
+    color: Sequence[float],
+    tolerance: float = 60.0,
+    min_mass: float = 1.0,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Position and heading of one object of colour ``color`` from image moments, for an object whose mass is
+    spread unevenly along its long axis (a T: bar at one end, stem tip at the other).
+
+    The heading is the principal axis of largest second moment (the T's stem), pointing away from the long
+    tail of the mass (the third moment along the axis is made negative: toward the bar). Angles are in the
+    frame x = column, y = -row (a top-down camera's world axes), counter-clockwise, 0 when the axis points
+    up the image, so a T drawn upright reads 0 and one turned by yaw reads yaw.
+
+    Returns torch tensors on ``frames``' device: position float32 [..., 2] (row, col), yaw float32 [...] in
+    [-pi, pi), visible bool [...] (matched mass >= ``min_mass``); invisible objects read (0, 0) and 0.
+    """
+    x = torch.as_tensor(frames)
+    weights = color_weights(x, [color], tolerance, value_range)[..., 0, :, :]  # [..., H, W]
+    height, width = weights.shape[-2:]
+    rows = torch.arange(height, device=weights.device, dtype=weights.dtype)[:, None].expand(height, width)
+    cols = torch.arange(width, device=weights.device, dtype=weights.dtype)[None, :].expand(height, width)
+    mass = weights.sum((-2, -1))
+    visible = mass >= min_mass
+    safe = mass.clamp_min(1e-12)
+    row = (weights * rows).sum((-2, -1)) / safe
+    col = (weights * cols).sum((-2, -1)) / safe
+    dx = cols - col[..., None, None]  # x right
+    dy = -(rows - row[..., None, None])  # y up
+    mxx, myy, mxy = ((weights * a * b).sum((-2, -1)) / safe for a, b in ((dx, dx), (dy, dy), (dx, dy)))
+    axis = 0.5 * torch.atan2(2.0 * mxy, mxx - myy)  # direction of the largest second moment, angle from x
+    ux, uy = torch.cos(axis), torch.sin(axis)
+    along = dx * ux[..., None, None] + dy * uy[..., None, None]
+    skew = (weights * along**3).sum((-2, -1))
+    flip = skew > 0  # point the axis away from the long tail
+    ux, uy = torch.where(flip, -ux, ux), torch.where(flip, -uy, uy)
+    yaw = torch.atan2(-ux, uy)  # the axis is the object's +y: (-sin yaw, cos yaw)
+    position = torch.stack([row, col], -1).to(torch.float32)
+    position = torch.where(visible.unsqueeze(-1), position, torch.zeros_like(position))
+    return position, torch.where(visible, yaw, torch.zeros_like(yaw)).to(torch.float32), visible
+
+
 def task_objects(env_id: str) -> tuple[list[tuple[float, float, float]], list[str], str | None]:
     """(colours, names, goal object) a task's env class declares (``object_colors``), read without making the env."""
     from worldvid.envs.factory import env_class

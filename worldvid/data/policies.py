@@ -138,7 +138,7 @@ class SubgoalPolicy:
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
         task = self._task
-        reached = np.linalg.norm(task.object_positions()[task.goal_object] - self.subgoal) < task.success_threshold
+        reached = task.goal_reached(self.subgoal)
         if reached or self._steps_on_subgoal >= self.patience:
             self._new_subgoal()
         self._steps_on_subgoal += 1
@@ -152,6 +152,29 @@ class SubgoalPolicy:
 
 POLICIES = {"random": CorrelatedNoisePolicy, "scripted": ScriptedPolicy, "mixed": MixedPolicy, "subgoals": SubgoalPolicy}
 """Policy name -> class, as ``worldvid collect --policy`` names them."""
+
+
+def expert_goal(env: gym.Env, steps: int, seed: int) -> dict:
+    """Make the state the task's expert (``ScriptedPolicy``, seeded by ``seed``, heading for the episode's own
+    goal) reaches ``steps`` steps after the current state the episode's goal, and return to the current state:
+    DINO-WM's "N-step goals", taken from expert episodes N steps after their start (reachable in about N
+    steps). Returns the info of the current state against the new goal, ``goal_frame`` included. The expert's
+    steps bypass the env's wrappers (they count no episode step).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be a positive number of expert steps, got {steps}")
+    task = env.unwrapped
+    if not hasattr(task, "adopt_goal"):
+        raise ValueError(f"{env.spec.id if env.spec else env} cannot take a goal from an expert (a worldvid task can)")
+    start = task.get_sim_state()
+    policy = ScriptedPolicy()
+    policy.reset(env, np.random.default_rng(seed))
+    observation = None
+    for _ in range(steps):
+        observation = task.step(policy(observation))[0]
+    goal_qpos = np.array(task.data.qpos)
+    task.set_sim_state(start)
+    return task.adopt_goal(goal_qpos)
 
 
 def make_policy(name: str) -> CollectionPolicy:

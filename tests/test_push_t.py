@@ -1,0 +1,110 @@
+"""PushT: the coverage measure, the T's pose read back from frames, the pose cost, expert goals, and that the
+scripted expert and the oracle planner with the pose cost really push the T toward its goal."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from worldvid.costs import make_cost
+from worldvid.data.policies import expert_goal
+from worldvid.envs import tee_geometry as tee
+from worldvid.keypoints import locate_pose
+
+ID = "worldvid/PushT-v0"
+
+
+def test_coverage_is_the_share_of_the_goal_t_covered():
+    goal = np.array([0.1, -0.05, 0.7])
+    assert tee.coverage(goal, goal) == pytest.approx(1.0)
+    for delta in (0.002, 0.01, 0.03):  # a shift along the bar: the bar loses delta x 0.08, the stem delta x 0.22
+        shifted = goal + np.array([np.cos(0.7), np.sin(0.7), 0.0]) * delta
+        assert tee.coverage(shifted, goal) == pytest.approx(1.0 - 0.30 * delta / tee.AREA, abs=1e-9)
+    assert tee.coverage(goal + np.array([0.6, 0.0, 0.0]), goal) == 0.0
+    turned = [tee.coverage(goal + np.array([0.0, 0.0, a]), goal) for a in (0.02, 0.1, 0.5, np.pi)]
+    assert 1.0 > turned[0] > turned[1] > turned[2] > 0.0 and turned[3] < 0.7  # upside down: only the stem's middle
+
+
+@pytest.mark.parametrize("size, position_tolerance, angle_tolerance", [(64, 0.01, 0.15), (32, 0.025, 0.4)])
+def test_the_pose_is_read_back_from_frames_by_moments(size, position_tolerance, angle_tolerance):
+    env = gym.make(ID, size=size, render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pose = env.sample_goal_position(rng)
+        env.set_state(np.array([0.45, 0.45, *pose]), np.zeros(5))
+        position, yaw, visible = locate_pose(env.render(), env.object_colors["block"])
+        assert bool(visible)
+        error = np.linalg.norm(position.numpy() - env.world_to_pixel(pose[:2])) / env.pixels_per_unit
+        assert error < position_tolerance
+        assert abs(tee.wrap_angle(float(yaw) - pose[2])) < angle_tolerance  # the sign resolved: no flips by pi
+    env.close()
+
+
+def test_pose_cost_is_zero_at_the_goal_and_grows_with_the_pose_error():
+    env = gym.make(ID, size=64, render_mode="rgb_array").unwrapped
+    env.reset(seed=1)
+    cost = make_cost("pose", ID)
+    pusher_near = np.array([0.0, -0.26])  # just below the stem tip
+    env.set_state(np.array([*pusher_near, 0.0, 0.0, 0.0]), np.zeros(5))
+    goal = env.render()
+    frames = []
+    for pose, pusher in (((0.0, 0.0, 0.0), pusher_near), ((0.0, 0.0, 0.3), pusher_near), ((0.0, 0.0, 1.0), pusher_near),
+                         ((0.1, 0.0, 1.0), pusher_near), ((0.1, 0.0, 1.0), (0.45, 0.45))):
+        env.set_state(np.array([*pusher, *pose]), np.zeros(5))
+        frames.append(env.render())
+    values = cost(np.stack(frames), goal).numpy()
+    assert values[0] == pytest.approx(0.0, abs=1e-3)
+    assert np.all(np.diff(values) > 0), values  # turned more, moved too, then the pusher out of reach
+    env.close()
+
+
+def test_expert_goals_keep_the_start_state_and_are_reachable():
+    env = gym.make(ID, size=32)
+    task = env.unwrapped
+    env.reset(seed=7)
+    start, own_goal = task.get_sim_state(), task.goal_frame.copy()
+    info = expert_goal(env, 25, seed=7)
+    now = task.get_sim_state()
+    assert np.array_equal(now["physics"], start["physics"])  # the start state is kept
+    assert not np.array_equal(info["goal_frame"], own_goal) and np.array_equal(task.goal_frame, info["goal_frame"])
+    assert info["coverage"] == pytest.approx(task.pose_errors()[0])
+    again = gym.make(ID, size=32)
+    again.reset(seed=7)
+    assert np.array_equal(expert_goal(again, 25, seed=7)["goal_frame"], info["goal_frame"])  # deterministic
+    with pytest.raises(ValueError, match="positive"):
+        expert_goal(env, 0, seed=7)
+
+
+def test_the_expert_pushes_the_t_toward_its_goal_and_random_actions_do_not():
+    env = gym.make(ID, size=32)
+    task = env.unwrapped
+    rng = np.random.default_rng(0)
+    gains = {"expert": [], "random": []}
+    for seed in range(6):
+        for name in gains:
+            env.reset(seed=seed)
+            start = task.pose_errors()[0]
+            for _ in range(120):
+                action = task.scripted_action() if name == "expert" else rng.uniform(-1, 1, 2).astype(np.float32)
+                info = env.step(action)[-1]
+            gains[name].append(info["coverage"] - start)
+    assert np.mean(gains["expert"]) > 0.3 and np.mean(gains["expert"]) > np.mean(gains["random"]) + 0.3, gains
+
+
+def test_oracle_pose_planner_on_expert_goals_reports_coverage_and_beats_random():
+    from worldvid.agents import PlannerConfig
+    from worldvid.experiments.plan_config import PlanEvalConfig, validate
+    from worldvid.experiments.plan_eval import evaluate_planner
+
+    base = PlanEvalConfig(env_id=ID, planner="cem", cost="pose", oracle=True, episodes=2, seed=5000, size=64,
+                          goal_steps=25, max_steps=25, stop_on_success=False,
+                          planner_config=PlannerConfig(candidates=32, horizon=6, iterations=2, elites=4))
+    oracle = evaluate_planner(base, progress=False).summary
+    random = evaluate_planner(PlanEvalConfig(**{**base.__dict__, "planner": "random"}), progress=False).summary
+    assert {"final_coverage_mean", "final_angle_error_mean", "final_pose_success_mean"} <= set(oracle)
+    assert oracle["final_coverage_mean"] > random["final_coverage_mean"] + 0.05, (oracle, random)
+    assert oracle["successes"] >= 1 and random["successes"] == 0, (oracle, random)
+    with pytest.raises(ValueError, match="goal_steps"):
+        validate(PlanEvalConfig(**{**base.__dict__, "goal_steps": -1}))
