@@ -110,7 +110,7 @@ def test_random_pairs_lift_the_distance_to_states_no_episode_leaves(tmp_path):
     frames = np.stack([dot_frame(x) for x in range(15)])
     gap = np.arange(15)[None] - np.arange(15)[:, None]  # goal column minus frame column
     means = {}
-    for far_weight in (0.0, 0.05):
+    for far_weight in (0.0, 0.01):
         run = tmp_path / f"run{far_weight}"
         train_goal_distance(store.root, run, fast(1000, far_weight=far_weight), SMALL, progress=False)
         with torch.inference_mode():
@@ -119,7 +119,7 @@ def test_random_pairs_lift_the_distance_to_states_no_episode_leaves(tmp_path):
                              np.array([d[gap == -k].mean() for k in range(1, 12)]))  # goals behind: unreachable
     ahead, behind = means[0.0]
     assert behind.max() < 1.0, np.round(behind, 1)  # without the push a goal behind reads as reached
-    ahead, behind = means[0.05]
+    ahead, behind = means[0.01]
     assert np.all(np.diff(ahead) > 0), np.round(ahead, 1)  # the steps ahead are still counted in order
     assert behind.min() > ahead.max(), (np.round(ahead, 1), np.round(behind, 1))
 
