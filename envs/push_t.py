@@ -58,12 +58,11 @@ class PushTEnv(PixelMujocoEnv, utils.EzPickle):
         wall = self.model.geom("wall_px")
         self.arena_half = float(wall.pos[0] - wall.size[0])
         self._push = None  # the expert's contact: (point in the T's frame [2], push direction in its frame [2], steps)
-        midpoints, normals = tee.outline_normals()
+        _, normals = tee.outline_normals()
         a, b = tee.OUTLINE, np.roll(tee.OUTLINE, -1, axis=0)
         fractions = np.array([0.2, 0.5, 0.8])
         self._contacts = (a[:, None] + (b - a)[:, None] * fractions[None, :, None]).reshape(-1, 2)
         self._directions = np.repeat(-normals, len(fractions), axis=0)  # push inward
-        del midpoints
 
     # ---------------------------------------------------------------- pose and goal
     def block_pose(self) -> np.ndarray:
