@@ -258,7 +258,7 @@ class PixelMujocoEnv(MujocoEnv):
 
     def object_pixel_positions(self) -> dict[str, np.ndarray]:
         """True (row, col) pixel position of each task-relevant object in the current frame: name -> float64 [2]."""
-        return {name: self.world_to_pixel(self.data.geom_xpos[gid]) for name, gid in self._geom_ids.items()}
+        return {name: self.world_to_pixel(position) for name, position in self.object_positions().items()}
 
     def goal_pixel_position(self) -> np.ndarray:
         """(row, col) pixel position of the goal object in ``goal_frame``: float64 [2]."""

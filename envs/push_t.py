@@ -85,9 +85,6 @@ class PushTEnv(PixelMujocoEnv, utils.EzPickle):
         """World (x, y): the pusher's centre and the T's centroid: name -> float64 [2]."""
         return {"pusher": self.data.qpos[:2].copy(), "block": self.data.xpos[self._tee_body, :2].copy()}
 
-    def object_pixel_positions(self) -> dict[str, np.ndarray]:
-        return {name: self.world_to_pixel(p) for name, p in self.object_positions().items()}
-
     def pose_errors(self, goal: np.ndarray | None = None) -> tuple[float, float, float]:
         """(coverage of the goal T, centroid distance, |yaw error|) against ``goal`` (x, y, yaw; default the episode's)."""
         pose, goal = self.block_pose(), self.goal_pose() if goal is None else np.asarray(goal, dtype=np.float64)
