@@ -159,13 +159,16 @@ def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool 
 class PlannerConfig:
     """Search budget and hyper-parameters of the sampling planners (one config for all of them).
 
-    Per decision a planner imagines ``candidates x horizon`` frames ``iterations`` times.
+    Per decision a planner imagines ``candidates x horizon x action_repeat`` frames ``iterations`` times.
     """
 
     candidates: int = 32
     """N: candidate action sequences per iteration (one batched imagination call)."""
     horizon: int = 6
-    """H: imagined steps per candidate."""
+    """H: planned actions per candidate."""
+    action_repeat: int = 1
+    """R: env steps each planned action is held for (DINO-WM's frame skip): a candidate covers H x R steps
+    (all imagined and scored), so the same search budget looks R times further ahead."""
     iterations: int = 2
     """Sampling rounds per decision (the oracle solved as many episodes with 2 as with 3 on every task)."""
     elites: int = 4
@@ -189,7 +192,7 @@ class PlannerConfig:
     """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
 
     def __post_init__(self) -> None:
-        require_positive_ints(self, ("candidates", "horizon", "iterations", "elites"))
+        require_positive_ints(self, ("candidates", "horizon", "iterations", "elites", "action_repeat"))
         if self.elites > self.candidates:
             raise ValueError(f"elites ({self.elites}) cannot exceed candidates ({self.candidates})")
         for name in ("init_std", "min_std", "temperature"):
@@ -252,9 +255,10 @@ class SamplingPlanner:
     def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Plan:
         """Search for the best action sequence from ``history`` toward ``goal_frame`` (uint8 [H, W, 3]).
 
-        shift: actions executed since the previous plan (its warm start is shifted by this many steps).
-        Returns a ``Plan``: actions float32 [horizon, A], the best candidate's imagined video, its cost, the
-        imagination calls made (``iterations``) and the wall time.
+        shift: env steps executed since the previous plan (its warm start is shifted by shift // action_repeat
+        planned actions: execute a multiple of ``action_repeat`` to keep it aligned).
+        Returns a ``Plan``: actions float32 [horizon x action_repeat, A] (each planned action repeated), the best
+        candidate's imagined video, its cost, the imagination calls made (``iterations``) and the wall time.
         """
         goal = np.asarray(goal_frame)
         if goal.dtype != np.uint8 or goal.shape != history.frame_shape:
@@ -264,12 +268,12 @@ class SamplingPlanner:
             raise ValueError(f"history actions have {history.actions.shape[1]} dims, the planner {self.action_dim}")
         start, calls = time.perf_counter(), self.dynamics.calls
         c = self.config
-        state = SearchState(*self._initial(shift))
+        state = SearchState(*self._initial(shift // c.action_repeat))
         for iteration in range(c.iterations):
             candidates = self._sample(state, iteration)
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
-            frames = self.dynamics.imagine(history, candidates)
+            frames = self.dynamics.imagine(history, candidates.repeat_interleave(c.action_repeat, dim=1))
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             best = int(costs.argmin())
@@ -281,12 +285,13 @@ class SamplingPlanner:
         actions = self._result(state)
         self._previous = actions.clone()
         imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
-        return Plan(actions.numpy().astype(np.float32), imagined, state.best_cost,
+        executed = actions.repeat_interleave(c.action_repeat, dim=0)
+        return Plan(executed.numpy().astype(np.float32), imagined, state.best_cost,
                     self.dynamics.calls - calls, time.perf_counter() - start)
 
     # ----------------------------------------------------------------- hooks
     def _initial(self, shift: int) -> tuple[Tensor, Tensor]:
-        """The first round's (mean, std) [H, A]: the previous plan shifted by ``shift`` (its last action
+        """The first round's (mean, std) [H, A]: the previous plan shifted by ``shift`` planned actions (its last action
         repeated at the end), or zeros; std ``init_std`` in both cases."""
         c = self.config
         mean = torch.zeros(c.horizon, self.action_dim)

@@ -69,6 +69,9 @@ class PixelMujocoEnv(MujocoEnv):
     """Task-relevant object name -> its rendered RGB (uint8 values; exact, the scene is flat-shaded)."""
     goal_object: ClassVar[str]
     """The object whose distance to ``goal`` defines success."""
+    goal_object_heading: ClassVar[bool] = False
+    """Whether the goal object's heading is part of its goal (its shape shows it, e.g. PushT's T): then its
+    heading, read from image moments, is scored too (``worldvid.keypoints.locate_pose``)."""
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ class PushTEnv(PixelMujocoEnv, utils.EzPickle):
     object_geoms: ClassVar[dict[str, str]] = {"pusher": "pusher", "block": "tee_bar"}
     object_colors: ClassVar[dict[str, tuple[int, int, int]]] = {"pusher": (230, 26, 26), "block": (26, 64, 230)}
     goal_object: ClassVar[str] = "block"
+    goal_object_heading: ClassVar[bool] = True
     pose_tolerance: ClassVar[tuple[float, float]] = (ARENA_SIDE / 20.0, 0.2)
     """(centroid distance, yaw error) within which ``pose_success`` holds."""
 

@@ -91,8 +91,9 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         raise ValueError(f"unknown planner {config.planner!r}; choose one of {list(PLANNER_NAMES)}")
     if config.cost not in COSTS:
         raise ValueError(f"unknown cost {config.cost!r}; choose one of {list(COSTS)}")
-    if config.execute > config.planner_config.horizon:
-        raise ValueError(f"execute ({config.execute}) cannot exceed the plan horizon ({config.planner_config.horizon})")
+    steps = config.planner_config.horizon * config.planner_config.action_repeat
+    if config.execute > steps:
+        raise ValueError(f"execute ({config.execute}) cannot exceed the steps a plan covers (horizon x action_repeat = {steps})")
     if config.num_steps is not None and config.num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {config.num_steps}")
     if not config.cpus_per_worker > 0 or config.max_episode_retries < 0 or not config.episode_timeout_s > 0:

@@ -18,7 +18,8 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
            "cost": None if config.planner == "random" else config.cost, "oracle": config.oracle,
            "cost_model": config.cost_model if config.cost == "learned" and config.planner != "random" else None}
     row.update(summarize_episodes(results))
-    budget = 0 if config.planner == "random" else config.planner_config.candidates * config.planner_config.horizon
+    p = config.planner_config
+    budget = 0 if config.planner == "random" else p.candidates * p.horizon * p.action_repeat
     row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
     row.update(config_columns(config))
     row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
@@ -26,9 +27,11 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
 
 
 def budget_label(config: PlanEvalConfig) -> str:
-    """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2'."""
+    """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2', and the
+    action repeat when there is one, e.g. '32x6x2 r3' (each planned action held 3 steps)."""
     p = config.planner_config
-    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}"
+    repeat = f" r{p.action_repeat}" if p.action_repeat > 1 else ""
+    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}"
 
 
 def config_columns(config: PlanEvalConfig) -> dict[str, str]:
@@ -39,10 +42,12 @@ def config_columns(config: PlanEvalConfig) -> dict[str, str]:
         cost_model = "/".join(Path(config.cost_model).parts[-2:])
         model = f"cost {cost_model}" if model == "-" else f"{model}, cost {cost_model}"
     return {"budget": budget_label(config), "model_name": model,
-            "seeds": f"{config.seed}-{config.seed + config.episodes - 1}"}
+            "seeds": f"{config.seed}-{config.seed + config.episodes - 1}",
+            "goals": f"expert {config.goal_steps}-step" if config.goal_steps else "task"}
 
 
-TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "model", "{}"), ("seeds", "seeds", "{}"),
+TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "model", "{}"), ("goals", "goals", "{}"),
+                 ("seeds", "seeds", "{}"),
                  ("budget", "cand x hor x iter", "{}"), ("success_rate", "success", "{:.0%}"),
                  ("success_ci95", "95% CI", "[{0[0]:.0%}, {0[1]:.0%}]"),
                  ("final_distance_mean", "final dist", "{:.3f}"), ("seconds_per_decision", "s/decision", "{:.3f}"),
@@ -50,12 +55,19 @@ TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "mo
                  ("episodes_per_second", "episodes/s", "{:.3f}"))
 
 
+TASK_COLUMNS = (("final_pose_success_mean", "pose success", "{:.0%}"), ("final_coverage_mean", "final coverage", "{:.2f}"),
+                ("final_angle_error_mean", "final angle err", "{:.3f}"))
+"""Columns of what a task reports at an episode's end (PushT: pose success, coverage, angle error), shown when a
+row has them ('-' where another row lacks them)."""
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of summary rows (``aggregate`` dicts)."""
-    header = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * len(TABLE_COLUMNS)]
+    columns = TABLE_COLUMNS + tuple(c for c in TASK_COLUMNS if any(c[0] in row for row in rows))
+    header = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    lines = [header, "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt.format(row[key]) if key in row else "-" for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 

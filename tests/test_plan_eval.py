@@ -115,10 +115,16 @@ def test_wilson_interval_and_table():
     low, high = wilson_interval(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    row = {"label": "cem/keypoint/oracle", "model_name": "-", "seeds": "0-9", "budget": "32x6x2", "success_rate": 1.0, "success_ci95": [0.72, 1.0],
-           "final_distance_mean": 0.04, "seconds_per_decision": 0.2, "model_calls_per_action": 3.0, "episodes": 10,
-           "episodes_per_second": 0.5}
-    assert "| cem/keypoint/oracle | - | 0-9 | 32x6x2 | 100% | [72%, 100%] |" in format_table([row])
+    row = {"label": "cem/keypoint/oracle", "model_name": "-", "goals": "task", "seeds": "0-9", "budget": "32x6x2",
+           "success_rate": 1.0, "success_ci95": [0.72, 1.0], "final_distance_mean": 0.04, "seconds_per_decision": 0.2,
+           "model_calls_per_action": 3.0, "episodes": 10, "episodes_per_second": 0.5}
+    table = format_table([row])
+    assert "| cem/keypoint/oracle | - | task | 0-9 | 32x6x2 | 100% | [72%, 100%] |" in table and "coverage" not in table
+    push_t = {**row, "goals": "expert 25-step", "final_pose_success_mean": 0.6, "final_coverage_mean": 0.69,
+              "final_angle_error_mean": 0.15}
+    lines = format_table([push_t, row]).splitlines()  # a task's end-of-episode columns; '-' where a row lacks them
+    assert lines[0].endswith("| pose success | final coverage | final angle err |")
+    assert lines[2].endswith("| 60% | 0.69 | 0.150 |") and lines[3].endswith("| - | - | - |")
 
 
 def test_plan_cli_end_to_end(tiny_run, tmp_path):

@@ -150,6 +150,28 @@ def test_planning_is_reproducible_and_warm_start_shifts_the_previous_plan():
     assert float(a._initial(shift=1)[0].abs().sum()) == 0.0  # reset forgets the warm start
 
 
+def test_action_repeat_holds_each_planned_action_and_imagines_every_step():
+    held = TARGET[[0, 0, 1, 1]]  # two planned actions, each held for two steps
+
+    def held_cost(frames: torch.Tensor, goal: np.ndarray) -> torch.Tensor:
+        return ((frames[..., 0, 0, :2] - held) ** 2).sum(-1)
+
+    config = PlannerConfig(candidates=64, horizon=2, action_repeat=2, iterations=12, elites=8, init_std=0.8,
+                           min_std=0.01, noise_correlation=0.0, reduce="mean")
+    dynamics = EncodedActions()
+    planner = CEMPlanner(dynamics, held_cost, LOW, HIGH, config, seed=0)
+    history = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2)
+    plan = planner.plan(history, np.zeros((4, 4, 3), np.uint8))
+    assert plan.actions.shape == (4, 2) and plan.imagined.shape[0] == 4  # horizon x repeat steps, all imagined
+    np.testing.assert_array_equal(plan.actions[0], plan.actions[1])
+    np.testing.assert_array_equal(plan.actions[2], plan.actions[3])
+    np.testing.assert_allclose(plan.actions, held.numpy(), atol=0.05)
+    mean, _ = planner._initial(shift=2 // config.action_repeat)  # two executed steps = one planned action
+    np.testing.assert_array_equal(mean.numpy(), plan.actions[[2, 2]])
+    with pytest.raises(ValueError, match="action_repeat"):
+        PlannerConfig(action_repeat=0)
+
+
 def test_bad_budgets_and_goal_shapes_raise():
     for bad in (dict(candidates=0), dict(horizon=-1), dict(iterations=0), dict(elites=64), dict(reduce="max")):
         with pytest.raises(ValueError):

@@ -108,3 +108,28 @@ def test_oracle_pose_planner_on_expert_goals_reports_coverage_and_beats_random()
     assert oracle["successes"] >= 1 and random["successes"] == 0, (oracle, random)
     with pytest.raises(ValueError, match="goal_steps"):
         validate(PlanEvalConfig(**{**base.__dict__, "goal_steps": -1}))
+
+
+def test_open_loop_scores_read_the_t_heading_and_count_a_lost_t_as_pi():
+    from worldvid.evaluate import Windows, frame_scores, task_colors
+    from worldvid.keypoints import task_has_heading
+    from worldvid.metrics import heading_error
+
+    env = gym.make(ID, size=64, render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    frames = []
+    for yaw in (0.5, 0.8, 0.5):  # real; imagined turned by 0.3; imagined exact
+        env.set_state(np.array([0.45, 0.45, 0.05, -0.05, yaw]), np.zeros(5))
+        frames.append(env.render())
+    env.close()
+    real, turned, exact = frames
+    error, seen = heading_error(np.stack([turned, exact, np.zeros_like(real)]), np.stack([real] * 3),
+                                env.object_colors["block"])
+    assert seen.all() and error[0] == pytest.approx(0.3, abs=0.05) and error[1] < 0.01 and error[2] == pytest.approx(np.pi)
+    assert task_has_heading(ID) and not task_has_heading("worldvid/Push-v0")
+    colors, names, goal_object = task_colors(ID)
+    windows = Windows(np.stack([real] * 4)[None], np.zeros((1, 4, 2), np.float32), np.zeros((1, 1, 2), np.float32),
+                      real[None, None])
+    scores = frame_scores(turned[None, None], windows, colors, names.index(goal_object), heading=True)
+    assert scores["goal_object_heading_error_rad"][0] == pytest.approx(0.3, abs=0.05)
+    assert "goal_object_heading_error_rad" not in frame_scores(turned[None, None], windows, colors, 0)

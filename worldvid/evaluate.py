@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from worldvid.data.store import EpisodeStore
-from worldvid.keypoints import task_objects
-from worldvid.metrics import object_position_error, psnr, ssim
+from worldvid.keypoints import task_has_heading, task_objects
+from worldvid.metrics import heading_error, object_position_error, psnr, ssim
 from worldvid.model import WorldModel
 from worldvid.windows import actions_at, frames_at, past_window
 
@@ -63,14 +63,19 @@ def imagine(model: WorldModel, windows: Windows, batch_size: int = 64, seed: int
     return np.concatenate(parts)
 
 
-def frame_scores(imagined: np.ndarray, windows: Windows, colors: np.ndarray, goal_index: int | None) -> dict[str, list[float]]:
-    """Per-step means over windows: PSNR, SSIM and (for tasks with colours) object-position error in pixels."""
+def frame_scores(imagined: np.ndarray, windows: Windows, colors: np.ndarray, goal_index: int | None,
+                 heading: bool = False) -> dict[str, list[float]]:
+    """Per-step means over windows: PSNR, SSIM and (for tasks with colours) object-position error in pixels;
+    with ``heading`` also the goal object's heading error in radians (``goal_object_heading_error_rad``)."""
     scores = {"psnr": psnr(imagined, windows.real).mean(0).tolist(), "ssim": ssim(imagined, windows.real).mean(0).tolist()}
     if len(colors):
         err, valid = object_position_error(imagined, windows.real, colors)
         scores["object_error_px"] = _masked_mean(err, valid, axes=(0, 2)).tolist()
         if goal_index is not None:
             scores["goal_object_error_px"] = _masked_mean(err[..., goal_index], valid[..., goal_index], axes=(0,)).tolist()
+            if heading:
+                turn, seen = heading_error(imagined, windows.real, tuple(colors[goal_index]))
+                scores["goal_object_heading_error_rad"] = _masked_mean(turn, seen, axes=(0,)).tolist()
     return scores
 
 
@@ -94,13 +99,14 @@ def evaluate_open_loop(
     windows = cut_windows(store, episodes, model.config.context, horizon, starts_per_episode)
     colors, names, goal_object = task_colors(store.spec.env_id)
     goal_index = names.index(goal_object) if goal_object in names else None
+    heading = task_has_heading(store.spec.env_id)
     imagined = imagine(model, windows, seed=seed, num_steps=num_steps)
     copy = np.repeat(windows.context[:, -1:], horizon, axis=1)
     return {
         "env_id": store.spec.env_id, "episodes": list(map(int, episodes)), "windows": len(windows.context), "horizon": horizon,
         "objects": names, "goal_object": goal_object,
-        "model": frame_scores(imagined, windows, colors, goal_index),
-        "copy_last_frame": frame_scores(copy, windows, colors, goal_index),
+        "model": frame_scores(imagined, windows, colors, goal_index, heading),
+        "copy_last_frame": frame_scores(copy, windows, colors, goal_index, heading),
     }
 
 

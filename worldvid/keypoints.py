@@ -144,3 +144,10 @@ def task_objects(env_id: str) -> tuple[list[tuple[float, float, float]], list[st
     creator = env_class(env_id)
     colors = dict(getattr(creator, "object_colors", {}) or {})
     return [tuple(map(float, c)) for c in colors.values()], list(colors), getattr(creator, "goal_object", None)
+
+
+def task_has_heading(env_id: str) -> bool:
+    """Whether a task's goal includes its goal object's heading (``goal_object_heading``), read without making the env."""
+    from worldvid.envs.factory import env_class
+
+    return bool(getattr(env_class(env_id), "goal_object_heading", False))

@@ -91,3 +91,28 @@ def object_position_error(
     err = np.linalg.norm(imag_pos - real_pos, axis=-1)
     err = np.where(imag_vis, err, float(np.hypot(h, w)))
     return err, real_vis
+
+
+def heading_error(
+    imagined: np.ndarray | torch.Tensor,
+    real: np.ndarray | torch.Tensor,
+    color: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """|wrapped difference| in radians between one object's heading read from imagined and from real frames.
+
+    The heading comes from image moments (``worldvid.keypoints.locate_pose``: for an object whose shape shows
+    it, like PushT's T). An object the imagined frame lost counts as pi (the worst possible error).
+
+    Args:
+        imagined, real: uint8 [..., H, W, 3].
+        color: RGB of the object.
+    Returns:
+        (error float64 [...] in radians, valid bool [...]: the object is visible in the real frame).
+    """
+    from worldvid.keypoints import locate_pose
+
+    _, real_yaw, real_vis = locate_pose(real, color)
+    _, imag_yaw, imag_vis = locate_pose(imagined, color)
+    diff = np.asarray(imag_yaw, np.float64) - np.asarray(real_yaw, np.float64)
+    err = np.abs((diff + np.pi) % (2 * np.pi) - np.pi)
+    return np.where(np.asarray(imag_vis), err, np.pi), np.asarray(real_vis)
