@@ -168,4 +168,4 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     table = subprocess.run([sys.executable, "-m", "worldvid.cli", "table", str(out), str(out)], capture_output=True,
                            text=True, timeout=120)
     assert table.returncode == 0, table.stderr
-    assert table.stdout.count("| cem/blur/oracle | - | 5-6 | 8x3x1 |") == 2
+    assert table.stdout.count("| cem/blur/oracle | - | task | 5-6 | 8x3x1 |") == 2
