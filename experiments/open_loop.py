@@ -20,23 +20,18 @@ def format_report(report: dict[str, Any]) -> str:
     """The terminal table: per reported step, model beside copy-last-frame (PSNR, SSIM, the goal object's
     position error and, for a task whose goal includes a heading, its heading error)."""
     model, copy = report["model"], report["copy_last_frame"]
-    metric = "goal_object_error_px" if "goal_object_error_px" in model else None
+    # (score key, column title, width, decimals): the errors shown with their copy-last-frame ratio, when scored
+    errors = [column for column in (("goal_object_error_px", f"{report['goal_object']} err px", 16, 2),
+                                    ("goal_object_heading_error_rad", "heading err rad", 15, 3)) if column[0] in model]
     head = f"{'step':>4}  {'PSNR model':>10} {'copy':>6}  {'SSIM model':>10} {'copy':>6}"
-    turn = "goal_object_heading_error_rad" if "goal_object_heading_error_rad" in model else None
-    if metric:
-        head += f"  {report['goal_object'] + ' err px':>16} {'copy':>6} {'ratio':>6}"
-    if turn:
-        head += f"  {'heading err rad':>15} {'copy':>6} {'ratio':>6}"
+    head += "".join(f"  {title:>{width}} {'copy':>6} {'ratio':>6}" for _, title, width, _ in errors)
     lines = [f"{report['env_id']}: {report['windows']} windows from {len(report['episodes'])} held-out episodes", head]
     for step in (s for s in REPORT_STEPS if s <= report["horizon"]):
         j = step - 1
         line = f"{step:4d}  {model['psnr'][j]:10.2f} {copy['psnr'][j]:6.2f}  {model['ssim'][j]:10.3f} {copy['ssim'][j]:6.3f}"
-        if metric:
-            ratio = copy[metric][j] / max(model[metric][j], 1e-6)
-            line += f"  {model[metric][j]:16.2f} {copy[metric][j]:6.2f} {ratio:5.1f}x"
-        if turn:
-            ratio = copy[turn][j] / max(model[turn][j], 1e-6)
-            line += f"  {model[turn][j]:15.3f} {copy[turn][j]:6.3f} {ratio:5.1f}x"
+        for key, _, width, decimals in errors:
+            ratio = copy[key][j] / max(model[key][j], 1e-6)
+            line += f"  {model[key][j]:{width}.{decimals}f} {copy[key][j]:6.{decimals}f} {ratio:5.1f}x"
         lines.append(line)
     if "controllability" in report:
         c = report["controllability"]

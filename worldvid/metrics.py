@@ -109,10 +109,10 @@ def heading_error(
     Returns:
         (error float64 [...] in radians, valid bool [...]: the object is visible in the real frame).
     """
+    from worldvid.envs.tee_geometry import wrap_angle
     from worldvid.keypoints import locate_pose
 
     _, real_yaw, real_vis = locate_pose(real, color)
     _, imag_yaw, imag_vis = locate_pose(imagined, color)
-    diff = np.asarray(imag_yaw, np.float64) - np.asarray(real_yaw, np.float64)
-    err = np.abs((diff + np.pi) % (2 * np.pi) - np.pi)
+    err = np.abs(wrap_angle(np.asarray(imag_yaw, np.float64) - np.asarray(real_yaw, np.float64)))
     return np.where(np.asarray(imag_vis), err, np.pi), np.asarray(real_vis)
