@@ -94,6 +94,23 @@ def test_video_cost_reductions():
         reduce_costs(per_frame, "median")
     frames = torch.zeros(2, 3, 4, 4, 3, dtype=torch.uint8)
     assert video_cost(BlurCost(levels=3), frames, np.zeros((4, 4, 3), np.uint8)).shape == (2,)
+    with pytest.raises(ValueError, match=r"\[N, T, H, W, 3\]"):
+        video_cost(BlurCost(levels=3), frames[0], np.zeros((4, 4, 3), np.uint8))
+
+
+def test_video_cost_final_scores_only_the_last_frames():
+    seen = []
+
+    def brightness(frames, goal):
+        seen.append(tuple(frames.shape))
+        return torch.as_tensor(frames).float().mean((-3, -2, -1))
+
+    frames = torch.randint(0, 255, (4, 5, 6, 6, 3), dtype=torch.uint8)
+    goal = np.zeros((6, 6, 3), np.uint8)
+    final = video_cost(brightness, frames, goal, "final")
+    assert seen == [(4, 1, 6, 6, 3)]  # one frame per video scored, not five
+    assert torch.allclose(final, frames[:, -1].float().mean((-3, -2, -1)))
+    assert torch.equal(final, reduce_costs(brightness(frames, goal), "final"))
 
 
 # ---------------------------------------------------------------------------- search math

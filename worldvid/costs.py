@@ -352,12 +352,16 @@ def video_cost(cost: Cost, frames: ArrayLike, goal: ArrayLike, reduce: str = "me
     """Cost of whole videos: frames [N, T, H, W, 3] -> float32 [N] on the frames' device.
 
     reduce: ``final`` - the last frame's cost; ``mean`` - the average over the T frames (rewards getting close
-    early); ``discounted`` - sum_t discount^t c_t / sum_t discount^t.
+    early); ``discounted`` - sum_t discount^t c_t / sum_t discount^t. Costs are per frame, so with ``final``
+    only the last frame of each video is scored (a planner's videos are T times cheaper to score).
     """
-    per_frame = cost(frames, goal)
-    if per_frame.ndim < 1:
-        raise ValueError("video_cost needs frames [N, T, H, W, 3]")
-    return reduce_costs(per_frame, reduce, discount)
+    if not hasattr(frames, "ndim"):
+        frames = np.asarray(frames)
+    if frames.ndim < 5:
+        raise ValueError(f"video_cost needs frames [N, T, H, W, 3], got shape {tuple(frames.shape)}")
+    if reduce == "final":
+        frames = frames[:, -1:]
+    return reduce_costs(cost(frames, goal), reduce, discount)
 
 
 def reduce_costs(per_frame: Tensor, reduce: str = "mean", discount: float = 0.9) -> Tensor:
