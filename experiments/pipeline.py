@@ -2,7 +2,10 @@
 
 collect (Ray-parallel) -> train -> open-loop evaluation vs copy-last-frame -> plan with the world model,
 the oracle and random on held-out goals -> videos -> one results table and the path of every artefact.
-Each stage leaves its result on disk and is skipped when a rerun finds it finished.
+Each stage leaves its result on disk and, when it has finished, a completion marker OUT/stages/NAME.json
+holding the settings it ran with; a rerun skips exactly the stages whose marker matches (never judged by the
+files a killed stage may have left half-made) and resumes the others: collection shard by shard, training and
+the goal distance from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE
+
+STAGES = "stages"
+"""Subfolder of OUT holding one completion marker per finished stage."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,33 @@ def _stage(name: str, done: bool) -> bool:
     return not done
 
 
+def stage_finished(root: Path, stage: str, settings: dict[str, Any]) -> bool:
+    """Whether ``stage`` finished in an earlier run with these ``settings`` (its marker exists and matches)."""
+    try:
+        return json.loads((root / STAGES / f"{stage}.json").read_text()) == settings
+    except (OSError, ValueError):
+        return False
+
+
+def _set_aside_stale(root: Path, stage: str, folder: Path) -> None:
+    """Rename the output ``folder`` of a stage that finished with other settings (e.g. a model trained for fewer
+    steps) to FOLDER.stale-N, so that its rerun starts afresh and nothing is lost."""
+    if not (root / STAGES / f"{stage}.json").exists() or not folder.exists():
+        return
+    n = 0
+    while (aside := folder.with_name(f"{folder.name}.stale-{n}")).exists():
+        n += 1
+    folder.rename(aside)
+    (root / STAGES / f"{stage}.json").unlink()
+    print(f"   {folder} came from other settings; kept as {aside}", flush=True)
+
+
+def mark_finished(root: Path, stage: str, settings: dict[str, Any]) -> None:
+    """Write ``stage``'s completion marker (atomically, after everything it makes is on disk)."""
+    (root / STAGES).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / STAGES / f"{stage}.json", settings)
+
+
 def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run (or finish) the pipeline; print the results table and artefact paths; return them as a dict."""
     from worldvid.experiments.plan_config import PlanEvalConfig
@@ -92,8 +125,9 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     collect(config.env_id, config.episodes, data, workers=config.workers, size=config.size, seed=config.seed)
 
     state = run.path / TRAINING_STATE
-    finished = state.exists() and json.loads(run.metrics_jsonl.read_text().splitlines()[-1])["step"] >= config.steps
-    if _stage(f"train {config.steps} steps", finished):
+    train_settings = {"steps": config.steps, "batch_size": config.batch_size, "seed": config.seed,
+                      "channels": list(config.channels or ())}
+    if _stage(f"train {config.steps} steps", stage_finished(root, "train", train_settings)):
         model_config = None
         if config.channels and not state.exists():
             spec = EpisodeStore(data).spec
@@ -101,20 +135,24 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
                                             block_channels=tuple(config.channels))
         train(data, run.path, TrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed),
               model_config=model_config, resume=state.exists(), device=config.device)
+        mark_finished(root, "train", train_settings)
 
     eval_json = run.path / "eval.json"
-    if _stage("open-loop evaluation vs copy-last-frame", eval_json.exists()):
+    eval_settings = {"model": train_settings}
+    if _stage("open-loop evaluation vs copy-last-frame", stage_finished(root, "evaluate", eval_settings)):
         run_open_loop_evaluation(run.path, rollout_steps=16, controllability_seeds=8, seed=config.seed, device=config.device)
+        mark_finished(root, "evaluate", eval_settings)
     open_loop = json.loads(eval_json.read_text())
 
     cost_run = RunFolder.new(root / "cost")
+    cost_settings = {"steps": config.cost_steps, "seed": config.seed}
     if "learned" in config.costs:
         cost_state = cost_run.path / TRAINING_STATE
-        done = cost_state.exists() and json.loads(
-            cost_run.metrics_jsonl.read_text().splitlines()[-1])["step"] >= config.cost_steps
-        if _stage(f"learn a goal distance from the video, {config.cost_steps} steps", done):
+        if _stage(f"learn a goal distance from the video, {config.cost_steps} steps",
+                  stage_finished(root, "cost", cost_settings)):
             train_goal_distance(data, cost_run.path, GoalDistanceTrainConfig(steps=config.cost_steps, seed=config.seed),
                                 resume=cost_state.exists(), device=config.device)
+            mark_finished(root, "cost", cost_settings)
     learned = {"cost_model": str(cost_run.path)}
 
     rows = []
@@ -125,16 +163,22 @@ def run_demo(config: DemoConfig = DemoConfig()) -> dict[str, Any]:
     plans.append(("random", dict(planner="random")))
     for name, kwargs in plans:
         folder = root / "plan" / name
-        if _stage(f"plan: {name}", (folder / "summary.json").exists()):
+        plan_settings = {"episodes": config.plan_episodes, "max_steps": config.plan_max_steps,
+                         "model": train_settings, "cost": cost_settings if kwargs.get("cost") == "learned" else None}
+        if _stage(f"plan: {name}", stage_finished(root, f"plan_{name}", plan_settings)):
+            _set_aside_stale(root, f"plan_{name}", folder)
             plan_config = PlanEvalConfig(env_id=config.env_id, episodes=config.plan_episodes, workers=config.workers,
                                          seed=PLAN_SEED + config.seed, size=config.size,
                                          max_steps=config.plan_max_steps, device=config.device, **kwargs)
             evaluate_planner(plan_config, out=folder, video=kwargs["planner"] != "random", progress=False)
+            mark_finished(root, f"plan_{name}", plan_settings)
         rows.append(json.loads((folder / "summary.json").read_text())["summary"])
 
     videos = root / "videos"
-    if _stage("render real-vs-imagined videos", videos.exists() and any(videos.glob("*.mp4"))):
+    video_settings = {"videos": config.videos, "model": train_settings}
+    if _stage("render real-vs-imagined videos", stage_finished(root, "videos", video_settings)):
         render_open_loop(run.path, videos, episodes=config.videos, rollout_steps=24, seed=config.seed, device=config.device)
+        mark_finished(root, "videos", video_settings)
 
     result = {
         "open_loop": open_loop, "planning": rows, "seconds": time.perf_counter() - start,

@@ -28,3 +28,17 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished earlier, reused") >= 10  # train, evaluation, cost, 7 planning rows, videos
+
+    # What a kill leaves: training stopped before its first metrics row (empty metrics.jsonl, no marker), a
+    # temporary video of a killed render: neither counts as finished, the rerun completes both.
+    (out / "stages" / "train.json").unlink()
+    (out / "run" / "metrics.jsonl").write_text("")
+    (out / "stages" / "videos.json").unlink()
+    for video in (out / "videos").glob("*.mp4"):
+        video.unlink()
+    (out / "videos" / ".open_loop_0.tmp-99999.mp4").write_bytes(b"half a video")
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "train 3 steps\n" in third.stdout and "render real-vs-imagined videos\n" in third.stdout
+    assert third.stdout.count("finished earlier, reused") == again.stdout.count("finished earlier, reused") - 2
+    assert [p for p in (out / "videos").glob("*.mp4") if not p.name.startswith(".")]
