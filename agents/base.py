@@ -83,7 +83,9 @@ class Dynamics(Protocol):
     """Imagines the videos of candidate action sequences from a history.
 
     ``calls`` counts batched ``imagine`` calls (one per planner iteration); ``reset(seed)`` makes the
-    imagination of one episode reproducible.
+    imagination of one episode reproducible. A dynamics may also offer ``imagine_last(history, actions)`` ->
+    uint8 [N, 1, h, w, 3], the frames the candidates end in without those between (the simulator does): planners
+    scoring only the last frame then call it, and ``imagine`` once for the chosen candidate's video.
     """
 
     calls: int
@@ -269,11 +271,16 @@ class SamplingPlanner:
         start, calls = time.perf_counter(), self.dynamics.calls
         c = self.config
         state = SearchState(*self._initial(shift // c.action_repeat))
+        # Dynamics that can skip the frames in between (the simulator) render only where a 'final' cost looks;
+        # the chosen candidate's whole video is imagined once at the end.
+        last_only = c.reduce == "final" and hasattr(self.dynamics, "imagine_last")
         for iteration in range(c.iterations):
             candidates = self._sample(state, iteration)
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
-            frames = self.dynamics.imagine(history, candidates.repeat_interleave(c.action_repeat, dim=1))
+            sequences = candidates.repeat_interleave(c.action_repeat, dim=1)
+            frames = (self.dynamics.imagine_last(history, sequences) if last_only
+                      else self.dynamics.imagine(history, sequences))
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             best = int(costs.argmin())
@@ -284,6 +291,9 @@ class SamplingPlanner:
             self._update(state, candidates, costs)
         actions = self._result(state)
         self._previous = actions.clone()
+        if last_only and state.best_actions is not None:
+            state.best_frames = self.dynamics.imagine(
+                history, state.best_actions[None].repeat_interleave(c.action_repeat, dim=1))[0]
         imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
         executed = actions.repeat_interleave(c.action_repeat, dim=0)
         return Plan(executed.numpy().astype(np.float32), imagined, state.best_cost,

@@ -49,3 +49,22 @@ class SimulatorDynamics:
             self.env.set_sim_state(saved)
         self.calls += 1
         return torch.from_numpy(frames)
+
+    def imagine_last(self, history: History, actions: Tensor) -> Tensor:
+        """actions float [N, H, A] -> uint8 [N, 1, h, w, 3]: only the frame each candidate ends in, equal to
+        ``imagine(...)[:, -1:]`` but without rendering the frames in between (for costs that read the last frame)."""
+        actions = np.asarray(torch.as_tensor(actions, dtype=torch.float32).cpu())
+        if actions.ndim != 3:
+            raise ValueError(f"actions must be [N, H, A], got {actions.shape}")
+        saved = self.env.get_sim_state()
+        frames = np.empty((actions.shape[0], 1, *self.env.observation_space.shape), np.uint8)
+        try:
+            for n, sequence in enumerate(actions):
+                self.env.set_sim_state(saved)
+                for action in sequence:
+                    self.env.simulate(action)
+                frames[n, 0] = self.env.render_observation()
+        finally:
+            self.env.set_sim_state(saved)
+        self.calls += 1
+        return torch.from_numpy(frames)

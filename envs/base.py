@@ -144,10 +144,15 @@ class PixelMujocoEnv(MujocoEnv):
     # ---------------------------------------------------------------- Gymnasium API
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` (float [A], clipped to [-1, 1]) for ``frame_skip`` physics steps."""
-        self.do_simulation(self._check_action(action), self.frame_skip)
+        self.simulate(action)
         observation = self._get_obs()
         reward, info = self._get_rew()
         return observation, reward, False, False, info
+
+    def simulate(self, action: np.ndarray) -> None:
+        """The physics of ``step`` alone: apply ``action`` for ``frame_skip`` steps, render and score nothing (for
+        planners that look only at where a sequence of actions ends)."""
+        self.do_simulation(self._check_action(action), self.frame_skip)
 
     def _step_mujoco_simulation(self, ctrl: np.ndarray, n_frames: int) -> None:
         self.data.ctrl[:] = ctrl
@@ -193,6 +198,10 @@ class PixelMujocoEnv(MujocoEnv):
 
     def _get_obs(self) -> np.ndarray:
         return self._render_frame()
+
+    def render_observation(self) -> np.ndarray:
+        """The observation of the current state, uint8 [size, size, 3], as ``step`` would return it."""
+        return self._get_obs()
 
     def _get_rew(self) -> tuple[float, dict[str, Any]]:
         distance = self.state_distance()

@@ -225,6 +225,36 @@ def test_simulator_dynamics_imagines_the_real_future_and_leaves_the_episode_unto
     assert all(np.array_equal(before[k], after[k]) for k in before)
     real = [env.step(a.numpy())[0] for a in actions[1]]
     np.testing.assert_array_equal(imagined[1].numpy(), np.stack(real))
+    env.unwrapped.set_sim_state(before)
+    last = SimulatorDynamics(env).imagine_last(History.start(np.zeros((16, 16, 3), np.uint8), 4, 2), actions)
+    assert last.shape == (3, 1, 16, 16, 3) and torch.equal(last, imagined[:, -1:])
+
+
+class EveryFrame:
+    """The simulator without ``imagine_last``: planners must render every imagined frame."""
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    calls = property(lambda self: self.dynamics.calls)
+
+    def reset(self, seed):
+        self.dynamics.reset(seed)
+
+    def imagine(self, history, actions):
+        return self.dynamics.imagine(history, actions)
+
+
+def test_rendering_only_the_last_frames_changes_no_decision():
+    env = make_pixel_env(POINT, 16)
+    runs = []
+    for dynamics in (SimulatorDynamics(env), EveryFrame(SimulatorDynamics(env))):
+        planner = make_planner("cem", dynamics, make_cost("keypoint", POINT), LOW, HIGH, BUDGET)
+        runs.append(run_episode(env, planner, 5, max_steps=6, stop_on_success=False))
+    fast, slow = runs
+    np.testing.assert_array_equal(fast.actions, slow.actions)
+    np.testing.assert_array_equal(fast.imagined, slow.imagined)  # the chosen videos, every frame, still shown
+    assert fast.model_calls_per_action == slow.model_calls_per_action + 1  # + rendering the chosen video
 
 
 # ---------------------------------------------------------------------------- the MPC loop
@@ -246,7 +276,7 @@ def test_oracle_mpc_solves_point_reach_with_the_keypoint_cost(planner_name):
     r = results[0]
     assert r.frames.shape == (r.steps + 1, 32, 32, 3) and r.actions.shape == (r.steps, 2)
     assert r.imagined.shape == (len(r.latency_s), BUDGET.horizon, 32, 32, 3)
-    assert r.model_calls_per_action == BUDGET.iterations
+    assert r.model_calls_per_action == BUDGET.iterations + 1  # + the chosen candidate's video, rendered once
     assert r.aligned_imagination().shape == r.frames.shape
 
 
