@@ -56,7 +56,8 @@ def test_episode_properties():
 def test_store_round_trip_and_manifest(tmp_path):
     store = filled_store(tmp_path, 5)
     assert len(store) == 5 and store.episode_ids == [0, 1, 2, 3, 4]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", shard_name(0), shard_name(1), shard_name(2)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".worldvid.lock", "manifest.json", shard_name(0), shard_name(1),
+                                                         shard_name(2)]
     reopened = EpisodeStore(tmp_path)
     for i in range(5):
         assert reopened.read_episode(i).equals(make_episode(seed=i))
@@ -126,6 +127,7 @@ def test_interrupted_write_leaves_no_whole_looking_shard(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         store.write_shard(1, [make_episode(seed=2), make_episode(seed=3)])
     monkeypatch.undo()
+    store.close()  # releases the write lock: one writer at a time
     assert not (tmp_path / shard_name(1)).exists()
     assert (tmp_path / "manifest.json").read_text() == manifest_before
     resumed = EpisodeStore.create(tmp_path, spec())  # cleans the temporary leftovers

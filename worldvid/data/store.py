@@ -1,188 +1,166 @@
-"""Episodes on disk: HDF5 shards plus a JSON manifest, written atomically.
+"""Episodes on disk: a folder of HDF5 shards plus a JSON manifest, with one writer at a time.
 
 Layout of a store folder::
 
-    manifest.json           what the store holds (spec + one entry per finished shard)
-    shard_00000.h5          episodes 0 .. E-1, one group ``episode_000000`` each
+    manifest.json           what the store holds: the spec + one checked entry per finished shard (``manifest``)
+    shard_00000.h5          episodes 0 .. E-1, one group ``episode_000000`` each (``shard``)
     shard_00001.h5          episodes E .. 2E-1
-    ...
+    .worldvid.lock          held by the one writer (``EpisodeStore.create``, ``worldvid.locks``)
 
-Shard ``j`` always holds episodes ``j*E .. j*E+E-1`` (E = ``episodes_per_shard``), so what a shard holds
-does not depend on how many workers collected it. A shard is written under a temporary name and renamed,
-and the manifest is rewritten (also atomically) after each shard: a shard the manifest lists is whole.
-Every dataset carries HDF5's fletcher32 checksum, so a corrupted byte is caught when it is read.
+Shard ``j`` always holds episodes ``j*E .. j*E+E-1`` (E = ``episodes_per_shard``), so what a shard holds does
+not depend on how many workers collected it. A shard is written under a temporary name, flushed and renamed;
+only then is the manifest (re-read under the lock) rewritten atomically with its size and sha256. Readers
+read only what the manifest lists, so they never see a half-written shard; ``check`` and ``verify``
+(``worldvid.data.verify``) compare every shard with its entry.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+import weakref
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable
 
 import h5py
 import numpy as np
 
-from worldvid.atomic import write_json_atomic
 from worldvid.data.episode import Episode
+# StoreSpec, shard_name, FORMAT_VERSION and the errors live in worldvid.data.manifest and are re-exported here.
+from worldvid.data.manifest import (FORMAT_VERSION, MANIFEST, TMP_SUFFIX, Manifest, ManifestError, StoreError,
+                                    StoreMismatchError, StoreSpec, episode_group, file_digest, first_line, fsync_path,
+                                    is_temporary, read_manifest, shard_name, write_manifest)
+from worldvid.data.shard import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, check_matches_spec, write_shard_file
+from worldvid.data.verify import StoreReport, check_store
+from worldvid.locks import folder_lock
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-_TMP_SUFFIX = ".tmp"
 _CHUNK_CACHE_BYTES = 64 * 1024
 _MAX_OPEN_FILES = 64
-
-
-class StoreError(RuntimeError):
-    """A store folder is missing, incomplete or unreadable."""
+BROKEN_DIR = "broken"
+"""Sub-folder a writer moves shards that fail verification into (``EpisodeStore.discard_broken``)."""
 
 
 class CorruptShardError(StoreError):
     """A shard file is truncated, corrupt or does not hold what the manifest says."""
 
 
-class StoreMismatchError(ValueError):
-    """A folder already holds data collected with another configuration (env, size, policy, seed)."""
+_WRITERS: "weakref.WeakSet[EpisodeStore]" = weakref.WeakSet()
+_INHERITED_LOCKS: list[ExitStack] = []
 
 
-@dataclass(frozen=True)
-class StoreSpec:
-    """What every episode of a store shares; a store never mixes two specs.
-
-    Attributes:
-        env_id: Gymnasium id the episodes come from.
-        frame_shape: (H, W, 3) of every frame.
-        action_dim: A, the size of every action.
-        policy: collection policy name.
-        seed: base seed; episode i was reset with seed + i.
-        episodes_per_shard: E, episodes per shard file.
-        env_kwargs: keyword arguments the env was made with (JSON-able).
-        compression: HDF5 filter for frames ("gzip" or "lzf"; both lossless).
-    """
-
-    env_id: str
-    frame_shape: tuple[int, int, int]
-    action_dim: int
-    policy: str
-    seed: int
-    episodes_per_shard: int = 10
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    compression: str = "gzip"
-
-    def __post_init__(self) -> None:
-        if self.episodes_per_shard < 1:
-            raise ValueError(f"episodes_per_shard must be >= 1, got {self.episodes_per_shard}")
-        if self.compression not in ("gzip", "lzf"):
-            raise ValueError(f"compression must be 'gzip' or 'lzf', got {self.compression!r}")
-        object.__setattr__(self, "frame_shape", tuple(int(s) for s in self.frame_shape))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        out = asdict(self)
-        out["frame_shape"] = list(self.frame_shape)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StoreSpec":
-        """Inverse of ``to_dict``."""
-        return cls(**{**data, "frame_shape": tuple(data["frame_shape"])})
-
-    def shard_of(self, episode: int) -> int:
-        """Index of the shard that holds episode ``episode``."""
-        return episode // self.episodes_per_shard
-
-    def episodes_of(self, shard: int, num_episodes: int) -> list[int]:
-        """Episode indices shard ``shard`` holds when the store has ``num_episodes`` episodes."""
-        start = shard * self.episodes_per_shard
-        return list(range(start, min(start + self.episodes_per_shard, num_episodes)))
+def _forget_writer_locks() -> None:
+    """In a forked child (a DataLoader worker) a writer's lock is its parent's: never release it from here (the
+    child's cleanup would unlock the parent's file) and never write."""
+    for store in list(_WRITERS):
+        if store._lock is not None:
+            _INHERITED_LOCKS.append(store._lock)
+            store._lock = None
 
 
-def shard_name(index: int) -> str:
-    """File name of shard ``index``."""
-    return f"shard_{index:05d}.h5"
-
-
-def _episode_group(index: int) -> str:
-    return f"episode_{index:06d}"
+os.register_at_fork(after_in_child=_forget_writer_locks)
 
 
 class EpisodeStore:
     """A folder of HDF5 shards described by ``manifest.json``.
 
-    Open an existing store with ``EpisodeStore(root)``; make or resume one with ``EpisodeStore.create``.
-    File handles are opened lazily and per process, so a store can be shared by DataLoader workers.
+    Open an existing store for reading with ``EpisodeStore(root)``; make or resume one for writing with
+    ``EpisodeStore.create``, which holds the folder's write lock (``worldvid.locks``) until ``close()`` or the
+    end of a ``with`` block, so a store has one writer at a time. Readers take no lock and see only the
+    shards the manifest lists, each whole. File handles are opened lazily and per process, so a store can be
+    shared by DataLoader workers.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        manifest = self.root / MANIFEST
-        if not manifest.is_file():
-            raise StoreError(f"{self.root} is not an episode store: {manifest} is missing")
-        try:
-            data = json.loads(manifest.read_text())
-            self.spec = StoreSpec.from_dict(data["spec"])
-            self._shards: dict[int, dict[str, Any]] = {int(k): v for k, v in data["shards"].items()}
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise StoreError(f"{manifest} is corrupt: {err}") from err
+        manifest = read_manifest(self.root)  # checked: schema, and every shard path inside the folder
+        self.spec = manifest.spec
+        self._shards: dict[int, dict[str, Any]] = manifest.shards
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
+        self._lock: ExitStack | None = None
 
     @classmethod
     def create(cls, root: str | os.PathLike, spec: StoreSpec) -> "EpisodeStore":
-        """Open the store at ``root`` for writing, making it if needed.
+        """Open the store at ``root`` for writing, making it if needed; the caller should ``close()`` it.
 
-        An existing store must have been made with the same spec, else ``StoreMismatchError`` (nothing is
-        touched). Leftover temporary files of an interrupted write are removed.
+        Raises ``worldvid.locks.FolderLockedError`` when another writer holds the store. An existing store
+        must have been made with the same spec, else ``StoreMismatchError`` (nothing is touched). Temporary
+        files of an interrupted (dead) writer are removed.
         """
         root = Path(root)
-        if (root / MANIFEST).is_file():
-            store = cls(root)
-            if store.spec != spec:
-                raise StoreMismatchError(
-                    f"{root} already holds data collected with another configuration: "
-                    f"{_spec_difference(store.spec, spec)}. Use another --out folder."
-                )
-        else:
-            if root.exists() and any(root.glob("shard_*.h5")):
-                raise StoreMismatchError(f"{root} holds shard files but no {MANIFEST}; refusing to overwrite them")
-            root.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(root / MANIFEST, {"format": FORMAT_VERSION, "spec": spec.to_dict(), "shards": {}})
-            store = cls(root)
-        for leftover in root.glob(f"*{_TMP_SUFFIX}*"):
-            leftover.unlink()
+        lock = ExitStack()
+        lock.enter_context(folder_lock(root, "writing an episode store"))
+        try:
+            if (root / MANIFEST).is_file():
+                store = cls(root)
+                if store.spec != spec:
+                    raise StoreMismatchError(
+                        f"{root} already holds data collected with another configuration: "
+                        f"{_spec_difference(store.spec, spec)}. Use another --out folder."
+                    )
+            else:
+                if any(root.glob("shard_*.h5")):
+                    raise StoreMismatchError(f"{root} holds shard files but no {MANIFEST}; refusing to overwrite them")
+                write_manifest(root, spec, {})
+                store = cls(root)
+            for name in os.listdir(root):  # under the lock: only a dead writer can have left these
+                if is_temporary(name):
+                    (root / name).unlink(missing_ok=True)
+        except BaseException:
+            lock.close()
+            raise
+        store._lock = lock
+        _WRITERS.add(store)
         return store
+
+    def __enter__(self) -> "EpisodeStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_writable(self) -> None:
+        if self._lock is None:
+            raise StoreError(f"the store at {self.root} is not open for writing here: use EpisodeStore.create "
+                             "(and write before close())")
 
     # ------------------------------------------------------------------ writing
     def write_shard(self, index: int, episodes: list[Episode]) -> None:
-        """Write ``episodes`` as shard ``index`` (temporary file, then rename) and record it in the manifest.
+        """Write ``episodes`` as shard ``index`` (temporary file, fsync, rename) and record it in the manifest.
 
-        The episodes must be exactly those the spec assigns to this shard, in order (their seeds tell).
+        The episodes must be exactly those the spec assigns to this shard, in order (their seeds tell). The
+        manifest entry records the shard's byte size and sha256; the manifest is re-read from disk under the
+        lock and rewritten atomically only once the shard is whole under its final name.
         """
+        self._check_writable()
         spec = self.spec
         first = index * spec.episodes_per_shard
         if not episodes or len(episodes) > spec.episodes_per_shard:
             raise ValueError(f"shard {index} takes 1..{spec.episodes_per_shard} episodes, got {len(episodes)}")
         for offset, ep in enumerate(episodes):
-            _check_matches_spec(ep, spec, expected_seed=spec.seed + first + offset)
+            check_matches_spec(ep, spec, expected_seed=spec.seed + first + offset)
         path = self.root / shard_name(index)
-        tmp = path.with_name(f"{path.name}{_TMP_SUFFIX}{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_VERSION
-            f.attrs["env_id"] = spec.env_id
-            for offset, ep in enumerate(episodes):
-                _write_episode(f.create_group(_episode_group(first + offset)), ep, spec.compression)
-        self._close_handle(index)
-        os.replace(tmp, path)
-        self._shards[index] = {
+        tmp = path.with_name(f"{path.name}{TMP_SUFFIX}{os.getpid()}")
+        try:
+            write_shard_file(tmp, spec, first, episodes)
+            fsync_path(tmp)
+            size, sha256 = file_digest(tmp)
+            shards = self._manifest_on_disk().shards
+            self._close_handle(index)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_path(self.root)
+        shards[index] = {
             "file": path.name,
             "first_episode": first,
             "lengths": [ep.num_steps for ep in episodes],
             "reached_goal": [ep.reached_goal for ep in episodes],
             "returns": [float(ep.rewards.sum()) for ep in episodes],
-            "bytes": path.stat().st_size,
+            "bytes": size,
+            "sha256": sha256,
         }
-        self._save_manifest()
+        self._save_manifest(shards)
 
     def write_episodes(self, episodes: list[Episode]) -> None:
         """Write whole shards of episodes given in seed order from the spec's seed (episode i has seed + i).
@@ -193,9 +171,47 @@ class EpisodeStore:
         for index in range(-(-len(episodes) // per)):
             self.write_shard(index, list(episodes[index * per:(index + 1) * per]))
 
-    def _save_manifest(self) -> None:
-        shards = {str(k): self._shards[k] for k in sorted(self._shards)}
-        write_json_atomic(self.root / MANIFEST, {"format": FORMAT_VERSION, "spec": self.spec.to_dict(), "shards": shards})
+    def discard_broken(self, shards: Iterable[int] | None = None) -> list[str]:
+        """Check the listed shards (all, or those in ``shards``) and set aside every broken one.
+
+        A broken shard (missing, truncated, checksum mismatch, unreadable, or holding other lengths than the
+        manifest says: ``check``) is dropped from the manifest and its file moved into ``broken/``, so that
+        ``has_shard`` is False for it and a collector writes it again. Returns one line per shard set aside.
+        """
+        self._check_writable()
+        report = self.check(shards=shards)
+        if not report.broken_shards:
+            return []
+        kept = dict(self._manifest_on_disk().shards)
+        for index in report.broken_shards:
+            kept.pop(index, None)
+        self._save_manifest(kept)  # readers stop seeing them before the files move
+        lines = []
+        for index in report.broken_shards:
+            self._close_handle(index)
+            path = self.root / shard_name(index)
+            line = f"{path}: {report.problems[index][0]}"
+            if path.exists():
+                aside = _free_name(self.root / BROKEN_DIR / path.name)
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(path, aside)
+                line += f"; moved to {aside}"
+            lines.append(line)
+        fsync_path(self.root)
+        return lines
+
+    def _manifest_on_disk(self) -> Manifest:
+        """The manifest as it is on disk now (a writer reads it under its lock, never from a stale copy)."""
+        manifest = read_manifest(self.root)
+        if manifest.spec != self.spec:
+            raise StoreError(f"{self.root / MANIFEST} was replaced by one of another configuration while this "
+                             "store was open")
+        return manifest
+
+    def _save_manifest(self, shards: dict[int, dict[str, Any]]) -> None:
+        write_manifest(self.root, self.spec, shards)
+        fsync_path(self.root)
+        self._shards = shards
 
     # ------------------------------------------------------------------ contents
     def has_shard(self, index: int, num_episodes: int) -> bool:
@@ -235,25 +251,39 @@ class EpisodeStore:
             if not path.is_file():
                 raise CorruptShardError(f"shard file {path} is missing (the manifest lists it)")
             if path.stat().st_size != info["bytes"]:
-                raise CorruptShardError(
-                    f"shard file {path} is truncated or was changed: {path.stat().st_size} bytes, manifest says {info['bytes']}"
-                )
+                info = self._grown_entry(shard, path)
             try:
                 # Random windows gain little from HDF5's 1 MiB-per-dataset chunk cache, and with
                 # thousands of episodes open that cache is what would grow: keep it to a few chunks.
                 handle = h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
             except OSError as err:
-                raise CorruptShardError(f"shard file {path} is corrupt: {err}") from err
+                raise CorruptShardError(f"shard file {path} is corrupt: {first_line(err)}") from err
             if len(self._handles) >= _MAX_OPEN_FILES:  # each open file holds ~1 MB of HDF5 metadata cache
                 self._close_handle(next(iter(self._handles)))
             self._handles[shard] = handle
         return handle
 
+    def _grown_entry(self, shard: int, path: Path) -> dict[str, Any]:
+        """The manifest entry of a shard whose size is not the one this reader knows: a writer may have grown it
+        since (a rerun of collect with more episodes renames a longer shard over it). Adopted when the manifest
+        on disk now describes the file and keeps every episode this reader knows, else CorruptShardError."""
+        old, size = self._shards[shard], path.stat().st_size
+        try:
+            new = read_manifest(self.root).shards.get(shard)
+        except StoreError:
+            new = None
+        known = len(old["lengths"])
+        if new is None or new["bytes"] != size or new["lengths"][:known] != old["lengths"]:
+            raise CorruptShardError(f"shard file {path} is truncated or was changed: {size} bytes, "
+                                    f"the manifest says {old['bytes']}")
+        self._shards[shard] = {**new, **{k: new[k][:known] for k in ("lengths", "reached_goal", "returns")}}
+        return self._shards[shard]
+
     def _group(self, episode: int) -> h5py.Group:
         info = self._shard_info(episode)
         shard = self.spec.shard_of(episode)
         try:
-            return self._file(shard)[_episode_group(episode)]
+            return self._file(shard)[episode_group(episode)]
         except KeyError as err:
             raise CorruptShardError(f"shard file {self.root / info['file']} lacks episode {episode}") from err
 
@@ -263,7 +293,8 @@ class EpisodeStore:
             return group[name][index]
         except (OSError, KeyError) as err:
             shard = self.root / self._shard_info(episode)["file"]
-            raise CorruptShardError(f"shard file {shard}: cannot read {name} of episode {episode}: {err}") from err
+            raise CorruptShardError(f"shard file {shard}: cannot read {name} of episode {episode}: "
+                                    f"{first_line(err)}") from err
 
     def read_frames(self, episode: int, start: int, stop: int) -> np.ndarray:
         """Frames ``start..stop-1`` of an episode: uint8 [stop-start, H, W, 3]."""
@@ -276,34 +307,46 @@ class EpisodeStore:
     def read_episode(self, episode: int) -> Episode:
         """The whole episode ``episode``."""
         group = self._group(episode)
-        arrays = {name: self._read(episode, name) for name in ("frames", "actions", "rewards", "terminated", "truncated")}
-        optional = {name: self._read(episode, name) if name in group else None for name in ("goal_frame", "success")}
-        return Episode(
-            **arrays,
-            **optional,
-            env_id=str(group.attrs["env_id"]),
-            seed=int(group.attrs["seed"]),
-            policy=str(group.attrs["policy"]),
-        )
+        arrays = {name: self._read(episode, name) for name in REQUIRED_ARRAYS}
+        optional = {name: self._read(episode, name) if name in group else None for name in OPTIONAL_ARRAYS}
+        try:
+            attrs = {"env_id": str(group.attrs["env_id"]), "seed": int(group.attrs["seed"]),
+                     "policy": str(group.attrs["policy"])}
+        except KeyError as err:
+            raise CorruptShardError(f"shard file {self.root / self._shard_info(episode)['file']}: episode {episode} "
+                                    f"lacks its {first_line(err)} attribute") from err
+        return Episode(**arrays, **optional, **attrs)
 
     def iter_episodes(self, episodes: Iterable[int] | None = None) -> Iterable[Episode]:
         """Yield episodes (all finished ones by default) in order."""
         for episode in self.episode_ids if episodes is None else episodes:
             yield self.read_episode(episode)
 
-    def verify(self) -> int:
-        """Read every byte of every shard (checksums included); return the number of episodes checked.
+    def check(self, full: bool = False, shards: Iterable[int] | None = None) -> StoreReport:
+        """What is wrong with the store on disk, per shard (``worldvid.data.verify.check_store``); changes nothing.
 
-        Raises ``CorruptShardError`` naming the first bad file.
+        Sizes and recorded sha256 checksums are compared, every listed episode's arrays are checked against
+        the manifest's lengths, and shards without a recorded checksum (or all, with ``full``) are read in full.
         """
-        for episode in self.episode_ids:
-            self.read_episode(episode)
-        return len(self)
+        return check_store(self.root, full=full, shards=shards)
+
+    def verify(self) -> int:
+        """Check every shard and read every byte (checksums included); return the number of episodes checked.
+
+        Raises ``CorruptShardError`` naming the first problem; ``check()`` reports them all.
+        """
+        report = self.check(full=True)
+        if not report.ok:
+            raise CorruptShardError(report.lines()[0])
+        return report.episodes
 
     def close(self) -> None:
-        """Close open file handles (they reopen on demand)."""
+        """Close open file handles (they reopen on demand) and, for a writer, release the write lock."""
         for shard in list(self._handles):
             self._close_handle(shard)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
 
     def _close_handle(self, shard: int) -> None:
         handle = self._handles.pop(shard, None)
@@ -313,6 +356,7 @@ class EpisodeStore:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_lock"] = None  # a copy in another process is a reader
         return state
 
     def summary(self) -> dict[str, Any]:
@@ -340,35 +384,12 @@ class EpisodeStore:
         }
 
 
-def _write_episode(group: h5py.Group, ep: Episode, compression: str) -> None:
-    height, width, _ = ep.frame_shape
-    # Chunks of 5 frames (a K=4 window plus its target) keep a random window read to one or two chunks.
-    chunk = (min(5, ep.num_steps + 1), height, width, 3)
-    opts = {"compression": compression, "fletcher32": True}
-    if compression == "gzip":
-        opts["compression_opts"] = 4
-    group.create_dataset("frames", data=ep.frames, chunks=chunk, **opts)
-    group.create_dataset("actions", data=ep.actions, fletcher32=True)
-    group.create_dataset("rewards", data=ep.rewards, fletcher32=True)
-    group.create_dataset("terminated", data=ep.terminated, fletcher32=True)
-    group.create_dataset("truncated", data=ep.truncated, fletcher32=True)
-    if ep.goal_frame is not None:
-        group.create_dataset("goal_frame", data=ep.goal_frame, fletcher32=True)
-    if ep.success is not None:
-        group.create_dataset("success", data=ep.success, fletcher32=True)
-    group.attrs.update({"env_id": ep.env_id, "seed": ep.seed, "policy": ep.policy})
-
-
-def _check_matches_spec(ep: Episode, spec: StoreSpec, expected_seed: int) -> None:
-    if ep.env_id != spec.env_id:
-        raise StoreMismatchError(f"episode from {ep.env_id!r} cannot go into a store of {spec.env_id!r}")
-    if ep.frame_shape != spec.frame_shape or ep.action_dim != spec.action_dim:
-        raise StoreMismatchError(
-            f"episode frames {list(ep.frame_shape)} / action dim {ep.action_dim} do not match the store's "
-            f"{list(spec.frame_shape)} / {spec.action_dim}"
-        )
-    if ep.seed != expected_seed:
-        raise ValueError(f"episode with seed {ep.seed} is out of place: this slot expects seed {expected_seed}")
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path`` with ``.1``, ``.2``, ... appended when it exists."""
+    n = 0
+    while (candidate := path.with_name(f"{path.name}.{n}" if n else path.name)).exists():
+        n += 1
+    return candidate
 
 
 def _spec_difference(old: StoreSpec, new: StoreSpec) -> str:
