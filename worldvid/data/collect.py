@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,16 @@ def collect_shard(env_id: str, size: int, env_kwargs: dict[str, Any], policy: st
 
 @dataclass
 class CollectReport:
-    """What one ``collect`` call did: the store, how much it collected now, and how fast."""
+    """What one ``collect`` call did: the store, how much it collected now, and how fast.
+
+    ``repaired``: one line per shard found broken on a rerun (set aside and collected again).
+    """
 
     store: EpisodeStore
     new_episodes: int
     new_frames: int
     seconds: float
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def frames_per_second(self) -> float:
@@ -110,9 +115,12 @@ def collect(
 
     With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once; Ray is started
     locally if it is not running, or set ``RAY_ADDRESS`` to run on a cluster: ``worldvid.parallel.init_ray``).
-    Shards are assigned by episode index, so the data is identical whatever ``workers`` is. Re-running into the same
-    folder keeps the finished shards and collects only the rest; a folder holding data of another
-    configuration raises ``StoreMismatchError`` and is left untouched.
+    Shards are assigned by episode index, so the data is identical whatever ``workers`` is. The store's write
+    lock is held throughout: a second writer into the same folder gets ``FolderLockedError``. Re-running into
+    the same folder keeps the finished shards that verify (size and checksum, or a full read for shards
+    written before checksums were recorded), sets aside broken ones with a warning line on stderr, and
+    collects only what is missing, so the store ends up identical to an uninterrupted collect; a folder
+    holding data of another configuration raises ``StoreMismatchError`` and is left untouched.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -121,28 +129,31 @@ def collect(
     env_kwargs = dict(env_kwargs or {})
     make_policy(policy)  # fail on a bad name before any work starts
     spec = store_spec(env_id, size, policy, seed, episodes_per_shard, env_kwargs)
-    store = EpisodeStore.create(Path(out), spec)
     num_shards = -(-num_episodes // episodes_per_shard)
-    todo = [j for j in range(num_shards) if not store.has_shard(j, num_episodes)]
-    jobs = {j: [seed + i for i in spec.episodes_of(j, num_episodes)] for j in todo}
     start = time.perf_counter()
-    bar = tqdm(total=sum(map(len, jobs.values())), desc=f"collect {spec.env_id}", unit="ep", disable=not progress)
-    new_frames = 0
+    with EpisodeStore.create(Path(out), spec) as store:
+        repaired = store.discard_broken(range(num_shards))
+        for line in repaired:
+            print(f"warning: broken shard {line}; collecting its episodes again", file=sys.stderr, flush=True)
+        todo = [j for j in range(num_shards) if not store.has_shard(j, num_episodes)]
+        jobs = {j: [seed + i for i in spec.episodes_of(j, num_episodes)] for j in todo}
+        bar = tqdm(total=sum(map(len, jobs.values())), desc=f"collect {spec.env_id}", unit="ep", disable=not progress)
+        new_frames = 0
 
-    def finish(index: int, episodes: list[Episode]) -> None:
-        nonlocal new_frames
-        store.write_shard(index, episodes)
-        new_frames += sum(ep.num_steps + 1 for ep in episodes)
-        bar.update(len(episodes))
+        def finish(index: int, episodes: list[Episode]) -> None:
+            nonlocal new_frames
+            store.write_shard(index, episodes)
+            new_frames += sum(ep.num_steps + 1 for ep in episodes)
+            bar.update(len(episodes))
 
-    args = (env_id, size, env_kwargs, policy)
-    if workers == 1 or len(jobs) <= 1:
-        for index, seeds in jobs.items():
-            finish(index, collect_shard(*args, seeds))
-    else:
-        _collect_with_ray(jobs, args, workers, finish, shard_timeout_s)
-    bar.close()
-    return CollectReport(store, sum(map(len, jobs.values())), new_frames, time.perf_counter() - start)
+        args = (env_id, size, env_kwargs, policy)
+        if workers == 1 or len(jobs) <= 1:
+            for index, seeds in jobs.items():
+                finish(index, collect_shard(*args, seeds))
+        else:
+            _collect_with_ray(jobs, args, workers, finish, shard_timeout_s)
+        bar.close()
+    return CollectReport(store, sum(map(len, jobs.values())), new_frames, time.perf_counter() - start, repaired)
 
 
 def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, finish, timeout_s: float) -> None:
