@@ -56,6 +56,16 @@ def run_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    from worldvid.verify import verify_path
+
+    report = verify_path(args.path, full=args.full)
+    for line in report.problems + report.notes:
+        print(line)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def run_train(args: argparse.Namespace) -> int:
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig

@@ -16,6 +16,7 @@ from worldvid.version import __version__
 COMMANDS: dict[str, str] = {
     "envs": "list the registered worldvid tasks (Dream-v0 included)",
     "collect": "collect episodes of an env into an HDF5 episode store (Ray-parallel)",
+    "verify": "check an episode store (manifest, shard sizes, checksums, episode lengths) or a run / model folder",
     "train": "train a world model on episode stores (resumable)",
     "train-cost": "learn a goal-reaching distance (d(frame, goal) in steps) from episode stores alone (resumable)",
     "cost-report": "how well goal-image costs track progress: rank correlations, descent share, heat maps",
@@ -92,6 +93,13 @@ def add_collect(parser: argparse.ArgumentParser) -> None:
     from worldvid.data.policies import POLICIES
 
     declare(parser, function_options(collect, COLLECT_HELP, choices={"policy": sorted(POLICIES)}))
+
+
+def add_verify(parser: argparse.ArgumentParser) -> None:
+    declare(parser, _plain(
+        ("path", {"metavar": "PATH", "help": "episode store, training run folder or model folder"}),
+        ("--full", {"action": "store_true", "help": "also read every byte of shards whose checksum matches"}),
+    ))
 
 
 def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture_cls: type, skip: tuple[str, ...],
