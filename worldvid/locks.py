@@ -37,7 +37,8 @@ def _holder(path: Path) -> str:
         return "another worldvid command"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine); used to tell a dead writer's leftovers from a live one's."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -87,7 +88,7 @@ def folder_lock(folder: str | os.PathLike, purpose: str) -> Iterator[Path]:
             break
         except FileExistsError:
             try:
-                stale = not _pid_alive(int(json.loads(path.read_text())["pid"]))
+                stale = not pid_alive(int(json.loads(path.read_text())["pid"]))
             except (OSError, ValueError, KeyError, TypeError):
                 stale = True
             if not stale:
@@ -110,7 +111,7 @@ def holds_lock(folder: str | os.PathLike) -> bool:
         return False
     if fcntl is None:  # pragma: no cover - Windows
         try:
-            return _pid_alive(int(json.loads(path.read_text())["pid"]))
+            return pid_alive(int(json.loads(path.read_text())["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
             return False
     fd = os.open(path, os.O_RDONLY)
@@ -125,4 +126,4 @@ def holds_lock(folder: str | os.PathLike) -> bool:
         os.close(fd)
 
 
-__all__ = ["LOCK_NAME", "FolderLockedError", "folder_lock", "holds_lock"]
+__all__ = ["LOCK_NAME", "FolderLockedError", "folder_lock", "holds_lock", "pid_alive"]

@@ -13,15 +13,21 @@ Every command that takes ``--model RUN`` also accepts a bare model folder (one h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 from worldvid.atomic import write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, CheckpointError
+from worldvid.locks import folder_lock, pid_alive
 from worldvid.model.pretrained import CONFIG_NAME as MODEL_CONFIG
+from worldvid.model.pretrained import folder_to_read, recover_folder, remove_stale_leftovers
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +39,9 @@ TRAIN_CONFIG = "train_config.json"
 MODEL_DIR = "model"
 METRICS_CSV = "metrics.csv"
 METRICS_JSONL = "metrics.jsonl"
+_ATOMIC_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
+"""``worldvid.atomic.temporary_name``'s form, ``.NAME.tmpPID``."""
+Config = TypeVar("Config")
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,13 @@ class RunFolder:
 
     @classmethod
     def of(cls, path: str | os.PathLike) -> "RunFolder":
-        """The run (or model folder) at ``path``; FileNotFoundError when neither holds a world model."""
+        """The run (or model folder) at ``path``; FileNotFoundError when neither holds a world model.
+
+        A run whose model/ a kill left between the two renames of a save still counts (its model is read where
+        the save left it, ``worldvid.model.pretrained.folder_to_read``)."""
         path = Path(path)
         for candidate in (path / MODEL_DIR, path):
-            if (candidate / MODEL_CONFIG).is_file():
+            if folder_to_read(candidate) is not None:
                 return cls(path, candidate)
         raise FileNotFoundError(f"no world model at {path} "
                                 f"(expected {path / MODEL_DIR / MODEL_CONFIG} or {path / MODEL_CONFIG})")
@@ -100,6 +112,61 @@ class RunFolder:
             raise CheckpointError(f"{self.path} holds no training run to resume (no {self.train_config_path.name})")
         return saved
 
+    def snapshot(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """The identity (inode, size, mtime) of train_config.json and training_state.pt (None: missing).
+
+        Taken before a command reads the run to validate it, and compared under the run's lock
+        (``writing``): an atomic write always changes the inode, so any write in between is seen."""
+        identities = []
+        for file in (self.train_config_path, self.path / TRAINING_STATE):
+            try:
+                stat = file.stat()
+                identities.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+            except FileNotFoundError:
+                identities.append(None)
+        return tuple(identities)
+
+    @contextmanager
+    def writing(self, purpose: str, checked: tuple[tuple[int, int, int] | None, ...]) -> Iterator[None]:
+        """Hold the run folder's one-writer lock (``worldvid.locks.folder_lock``, FolderLockedError naming the
+        holder) for the ``with`` block; the lock file is the first thing written into the folder.
+
+        ``checked``: the ``snapshot()`` taken before the caller validated the run read-only; CheckpointError
+        when another process changed the run since. Then what killed writers left (a model folder between its
+        two renames, temporary files and folders) is put back or removed."""
+        with folder_lock(self.path, purpose):
+            if self.snapshot() != checked:
+                raise CheckpointError(f"{self.path} changed while this command was starting (another process "
+                                      "wrote to it); rerun the command")
+            self.remove_leftovers()
+            yield
+
+    def remove_leftovers(self) -> list[Path]:
+        """Put back a model folder a kill left between its two renames, then remove the temporary files and
+        folders of writers that no longer run; returns what was removed."""
+        recover_folder(self.model_path)
+        removed = remove_stale_leftovers(self.model_path)
+        for entry in self.path.iterdir() if self.path.is_dir() else ():
+            match = _ATOMIC_TEMPORARY.match(entry.name)
+            if match and entry.is_file() and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+        return removed
+
+    def check_same_data(self, records: list[dict[str, Any]]) -> None:
+        """A resumed run must read what it started on: ValueError when the stores (``records``: [{"data":
+        folder, "held_out_episodes": [...]}, ...]) differ from the run's, or a store changed since (other held-out
+        episodes)."""
+        saved = self.stores()
+        if [r["data"] for r in records] != [r["data"] for r in saved]:
+            raise ValueError(f"cannot resume {self.path} on other data: it trained on {[r['data'] for r in saved]}, "
+                             f"--data gives {[r['data'] for r in records]}")
+        for now, then in zip(records, saved):
+            if list(now["held_out_episodes"]) != list(then["held_out_episodes"]):
+                raise ValueError(f"cannot resume {self.path}: the store {now['data']} has changed since the run "
+                                 f"started (held-out episodes {then['held_out_episodes']} then, "
+                                 f"{now['held_out_episodes']} now)")
+
     def stores(self) -> list[dict[str, Any]]:
         """[{"data": store folder, "held_out_episodes": [...]}, ...] the run trained on (first = main store);
         empty for a model folder. Runs written before several stores existed list one."""
@@ -136,3 +203,28 @@ class RunFolder:
         spec = store.spec
         return self.load_model({"frame_size": spec.frame_shape[0], "action_dim": spec.action_dim,
                                 "env_id": spec.env_id}, device=device)
+
+
+def resume_config(cls: type[Config], saved: Mapping[str, Any], requested: Config, changeable: Collection[str],
+                  run: str | os.PathLike) -> Config:
+    """The ``cls`` config a resumed run continues with: the saved one, with each field of ``requested`` that
+    differs both from the saved value and from ``cls``'s default (which marks a field the caller left alone)
+    applied when it is in ``changeable``.
+
+    A field asked to change but not changeable raises ValueError naming it with the old and new value; a saved
+    config this version cannot read raises CheckpointError.
+    """
+    try:
+        old = cls(**saved)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{Path(run) / TRAIN_CONFIG} holds a training configuration this version cannot "
+                              f"read: {err}") from None
+    default = cls()
+    changes = {f.name: getattr(requested, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+               if getattr(requested, f.name) not in (getattr(old, f.name), getattr(default, f.name))}
+    refused = [name for name in changes if name not in changeable]
+    if refused:
+        asked = ", ".join(f"{name} {getattr(old, name)!r} -> {changes[name]!r}" for name in refused)
+        raise ValueError(f"cannot change {asked} when resuming {run} (a resumed run may change only "
+                         f"{', '.join(changeable)}); start a new run with --out elsewhere")
+    return dataclasses.replace(old, **changes)  # type: ignore[type-var]

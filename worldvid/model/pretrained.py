@@ -2,7 +2,10 @@
 goal distance): ``config.json`` + ``model.safetensors`` (diffusers' layout).
 
 The weights carry a SHA-256 of every tensor in their metadata, so a corrupt file is refused by name; a folder
-is replaced atomically (written beside it, then swapped in by rename).
+is replaced atomically: the new one is written and synced beside it (``.NAME.tmp-PID-*``), then swapped in by
+two renames (``NAME -> .NAME.old-PID-*``, ``.NAME.tmp-PID-* -> NAME``). A kill between the two renames leaves no
+NAME but two complete folders beside it: a reader then reads the new one (or the previous one) where it lies,
+and the next save puts it back in place. Leftovers of writers that no longer run are removed by the next save.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import Tensor
 
+from worldvid.locks import pid_alive
 from worldvid.model.config import WorldModelConfig
 
 if TYPE_CHECKING:
@@ -34,6 +39,7 @@ def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "wo
 
     The files are written to a temporary sibling folder that then replaces ``path`` by rename, so an
     existing checkpoint is never left half-overwritten. Other files already in ``path`` are carried over.
+    First a folder an interrupted save left is put back (``recover_folder``) and dead writers' leftovers removed.
     """
     from safetensors.torch import save_file
 
@@ -43,7 +49,9 @@ def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "wo
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"cannot save a {kind} to {path}: it exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    recover_folder(path)
+    remove_stale_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         config = {"_class_name": type(model).__name__, "_worldvid_version": __version__,
@@ -56,14 +64,19 @@ def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "wo
                 if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
                     copy = shutil.copytree if entry.is_dir() else shutil.copy2
                     copy(entry, tmp / entry.name)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old)  # onto the empty folder mkdtemp made
-            os.replace(tmp, path)
+        _fsync(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
+            os.replace(path, old)  # onto the empty folder mkdtemp made; a kill from here to the next rename is
+            os.replace(tmp, path)  # repaired by recover_folder, and readers read the new folder where it lies
+            _fsync(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_folder(path)  # a failure between the renames: the previous folder goes back
         raise
     return path
 
@@ -73,11 +86,23 @@ def read_folder(path: str | os.PathLike, kind: str = "world-model") -> tuple[dic
 
     A missing file raises FileNotFoundError and a corrupt one ValueError, each naming the file.
     """
+    path = Path(path)
+    for attempt in range(2):  # a leftover read while its writer renames it into place: read again from the place
+        source = folder_to_read(path)
+        if source is None:
+            raise FileNotFoundError(f"no {kind} checkpoint folder at {path}" if not path.is_dir() else
+                                    f"{kind} checkpoint {path} is missing {CONFIG_NAME} ({path / CONFIG_NAME})")
+        try:
+            return _read_files(source, kind)
+        except FileNotFoundError:
+            if source == path or attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_files(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no {kind} checkpoint folder at {path}")
     config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
     for file in (config_file, weights_file):
         if not file.is_file():
@@ -137,6 +162,65 @@ def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: b
     return model
 
 
+def _leftovers(path: Path) -> list[Path]:
+    """Folders an interrupted save into ``path`` may have left beside it: new ones (``.NAME.tmp-*``), newest
+    first, then previous ones (``.NAME.old-*``), newest first."""
+    if not path.parent.is_dir():
+        return []
+    found = [(entry.name.startswith(f".{path.name}.tmp-"), entry.stat().st_mtime_ns, entry)
+             for entry in path.parent.iterdir()
+             if entry.is_dir() and entry.name.startswith((f".{path.name}.tmp-", f".{path.name}.old-"))]
+    return [entry for _, _, entry in sorted(found, key=lambda item: item[:2], reverse=True)]
+
+
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole checkpoint (config and weights readable, checksum right)."""
+    try:
+        _read_files(folder, "checkpoint")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def folder_to_read(path: str | os.PathLike) -> Path | None:
+    """``path`` when it holds a config; when ``path`` is missing, the complete folder an interrupted save left
+    beside it (the new one before the previous one); else None."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if path.exists():
+        return None
+    return next((folder for folder in _leftovers(path) if _complete(folder)), None)
+
+
+def recover_folder(path: str | os.PathLike) -> bool:
+    """When ``path`` is missing and an interrupted save left a complete folder beside it, rename that folder
+    into place (the new one when complete, else the previous one); returns whether it did."""
+    path = Path(path)
+    source = folder_to_read(path)
+    if source is None or source == path:
+        return False
+    try:
+        os.replace(source, path)
+    except OSError:  # another process put a folder back first (or the disk is read-only: readers still find it)
+        return False
+    _fsync(path.parent)
+    return True
+
+
+def remove_stale_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the ``.NAME.tmp-PID-*`` / ``.NAME.old-PID-*`` folders beside ``path`` whose writer no longer runs
+    (all but a live writer's); returns what was removed. Call after ``recover_folder``."""
+    removed = []
+    for folder in _leftovers(Path(path)):
+        match = re.search(r"\.(?:tmp|old)-(\d+)-", folder.name)
+        if match and int(match.group(1)) != os.getpid() and pid_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 def _checksum(state: Mapping[str, Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(state):
@@ -156,5 +240,9 @@ def _write_synced(file: Path, data: bytes) -> None:
 
 
 def _fsync(file: Path) -> None:
-    with open(file, "rb") as f:
-        os.fsync(f.fileno())
+    """fsync a file or a folder (a folder: so that the renames inside it survive a power cut)."""
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
