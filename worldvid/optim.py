@@ -4,12 +4,17 @@ the EMA of the weights, and the metrics log of a run folder."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from worldvid.atomic import write_bytes_atomic
 from worldvid.run_folder import RunFolder
 
 
@@ -36,14 +41,52 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.copy_(b)
 
 
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (none when it is missing), each a dict with an int "step".
+
+    A torn last line (what a kill in the middle of an append leaves) is dropped with a warning; any other line
+    that is not a JSON object with a step raises ValueError naming the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1].strip(b"\0 \r\t"):
+        lines.pop()  # the empty tail after the last newline
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line.decode("utf-8"))
+            if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+                raise ValueError("not a JSON object with an integer step")
+        except (UnicodeDecodeError, ValueError) as err:
+            if number == len(lines):
+                warnings.warn(f"{path}: dropped a torn last line {number} (a kill while it was written)", stacklevel=2)
+                break
+            raise ValueError(f"{path}: line {number} is not a metrics row ({str(err).splitlines()[0][:120]}); "
+                             "repair or delete the line to resume") from None
+        rows.append(row)
+    return rows
+
+
+def _append_synced(path: Path, text: str) -> None:
+    with open(path, "a", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class MetricsLog:
-    """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv (and TensorBoard when installed)."""
+    """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv (and TensorBoard when installed).
+
+    A kill at any moment leaves a readable prefix of rows: on start the rows up to ``resume_step`` are kept and
+    both files rewritten atomically (temporary file, fsync, rename); each row is then appended, flushed and
+    fsynced. A torn last line is dropped on the next start (``read_metrics``).
+    """
 
     def __init__(self, run: RunFolder, resume_step: int) -> None:
         self.jsonl, self.csv = run.metrics_jsonl, run.metrics_csv
-        rows = [json.loads(line) for line in self.jsonl.read_text().splitlines()] if self.jsonl.exists() else []
-        rows = [r for r in rows if r["step"] <= resume_step]  # rows after the checkpoint are redone
-        self.rows = rows
+        self.rows = [r for r in read_metrics(self.jsonl) if r["step"] <= resume_step]  # later rows are redone
         self._rewrite()
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -53,22 +96,24 @@ class MetricsLog:
             self.tb = None
 
     def _rewrite(self) -> None:
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-        with open(self.csv, "w", newline="") as f:
-            if self.rows:
-                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
+        write_bytes_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+        text = io.StringIO(newline="")
+        if self.rows:
+            writer = csv.DictWriter(text, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        write_bytes_atomic(self.csv, text.getvalue().encode())
 
     def add(self, row: dict[str, Any]) -> None:
+        """Append ``row`` (a dict with an int "step" and numbers) to both files, synced to disk."""
         self.rows.append(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if f.tell() == 0:
-                writer.writeheader()
-            writer.writerow(row)
+        _append_synced(self.jsonl, json.dumps(row) + "\n")
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(row))
+        if len(self.rows) == 1:
+            writer.writeheader()
+        writer.writerow(row)
+        _append_synced(self.csv, text.getvalue())
         if self.tb is not None:
             for key, value in row.items():
                 if key != "step":
