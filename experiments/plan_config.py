@@ -54,9 +54,10 @@ class PlanEvalConfig:
     cpus_per_worker: float = 1.0
     """CPUs each worker reserves; also its torch thread count."""
     max_episode_retries: int = 3
-    """Times an episode is resubmitted after its worker died."""
+    """Times an episode is resubmitted after its worker died or it passed its deadline (with workers > 1)."""
     episode_timeout_s: float = 3600.0
-    """Longest wait for one episode before giving up."""
+    """Deadline of one episode on a Ray worker, once the worker has started: past it the worker is killed and the
+    episode retried (with workers > 1; one worker runs in this process, without deadline)."""
     planner_config: PlannerConfig = field(default_factory=PlannerConfig)
     """Budget (candidates, horizon, iterations) and search hyper-parameters."""
     device: str | None = None

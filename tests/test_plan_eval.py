@@ -15,6 +15,7 @@ from worldvid.agents import PlannerConfig
 from worldvid.agents.mpc import wilson_interval
 from worldvid.experiments.plan_config import PlanEvalConfig
 from worldvid.experiments.plan_eval import evaluate_planner
+from worldvid.experiments.plan_workers import FaultInjection
 from worldvid.experiments.plan_table import format_table
 from worldvid.data.store import EpisodeStore, StoreMismatchError, StoreSpec
 from worldvid.model import WorldModel, WorldModelConfig
@@ -63,9 +64,9 @@ def test_a_worker_killed_mid_run_loses_no_episode(tmp_path, ray_session):
     config = PlanEvalConfig(env_id=POINT, planner="cem", cost="keypoint", oracle=True, episodes=3, max_steps=5,
                             size=16, planner_config=TINY_BUDGET)
     calm = evaluate_planner(config, progress=False)
-    marker = tmp_path / "crashed"
-    disturbed = evaluate_planner(replace(config, workers=2), progress=False, _crash_once_marker=str(marker))
-    assert marker.exists()  # a worker really died (os._exit) during its first episode
+    disturbed = evaluate_planner(replace(config, workers=2), progress=False,
+                                 _faults=FaultInjection(str(tmp_path), crash_at=0))
+    assert (tmp_path / "crash-0-0").exists()  # a worker really died (os._exit) during episode 0
     assert_same_episodes(calm, disturbed)
 
 
@@ -150,7 +151,8 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     assert "| cem/blur/oracle |" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert [e["seed"] for e in summary["episodes"]] == [5, 6]
-    assert sorted(p.name for p in (out / "episodes").iterdir()) == ["episode_0000.npz", "episode_0001.npz"]
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == ["episode_0000.json", "episode_0000.npz",
+                                                                    "episode_0001.json", "episode_0001.npz"]
     assert (out / "videos" / "episode_0001.mp4").stat().st_size > 0
     assert json.loads((out / "videos" / "episode_0001.json").read_text())["seed"] == 6  # the video's sidecar
     store = EpisodeStore(tmp_path / "store")  # the executed episodes, as training data
