@@ -5,6 +5,10 @@ What a run folder holds is ``worldvid.run_folder``; TensorBoard events are writt
 Batches are drawn from a generator seeded by (seed, step), and the diffusion noise likewise, so a run
 resumed from step s draws exactly what the uninterrupted run drew after s: resumed weights are
 bit-identical to an uninterrupted run's.
+
+Nothing is written before everything was checked: the configs, the device, every shard of every store (one
+frame each, and one window of each store), the checkpoint of a resumed run and the data loader. Then the run
+folder's lock is taken (a second writer is refused) and the first file is written.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import load_training_state, save_training_state
+from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
-from worldvid.run_folder import RunFolder
+from worldvid.run_folder import RunFolder, resume_config
 
 
 class TrainingDivergedError(RuntimeError):
@@ -79,8 +83,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.warmup_steps < 0:
+            raise ValueError(f"num_workers and warmup_steps must be >= 0, got {self.num_workers} and {self.warmup_steps}")
         if not (self.lr > 0 and 0 <= self.ema_decay < 1 and 0 < self.held_out_fraction < 1):
             raise ValueError("need lr > 0, 0 <= ema_decay < 1 and 0 < held_out_fraction < 1")
+        if not (0 <= self.lr_final_fraction <= 1 and self.weight_decay >= 0 and self.grad_clip > 0):
+            raise ValueError("need 0 <= lr_final_fraction <= 1, weight_decay >= 0 and grad_clip > 0")
+
+
+RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every", "num_workers", "autocast")
+"""TrainConfig fields a resumed run may change: when it stops, how often it logs and saves, how it reads data,
+its precision. Everything else (schedule, seed, batches, data mix) would make it another run."""
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -126,14 +139,31 @@ def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
     return stores
 
 
+def _check_readable(stores: list[EpisodeStore]) -> None:
+    """Read one frame and action of the first episode of every shard of every store: a missing, truncated or
+    garbage shard fails here (CorruptShardError naming the file), before anything is written."""
+    for store in stores:
+        first_of_shard: dict[int, int] = {}
+        for episode in store.episode_ids:
+            first_of_shard.setdefault(store.spec.shard_of(episode), episode)
+        for episode in first_of_shard.values():
+            store.read_frames(episode, 0, 1)
+            store.read_actions(episode, 0, 1)
+        store.close()  # DataLoader workers open their own handles
+
+
 def _resolve_configs(
     store: EpisodeStore, run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig,
     saved: dict[str, Any] | None, init_model: WorldModel | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
     spec = store.spec
-    if saved is not None:  # resuming
-        train_config = TrainConfig(**{**saved["train"], "steps": train_config.steps})
-        model_config = run.load_model().config
+    if saved is not None:  # resuming: the saved configs, with the overrides a resumed run may take
+        train_config = resume_config(TrainConfig, saved["train"], train_config, RESUME_CHANGEABLE, run.path)
+        run_model = run.load_model().config
+        if model_config is not None and model_config != run_model:
+            changed = [k for k, v in model_config.to_dict().items() if run_model.to_dict().get(k) != v]
+            raise ValueError(f"cannot change the model ({', '.join(changed)}) when resuming {run.path}")
+        model_config = run_model
     elif init_model is not None:
         if model_config is not None:
             raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
@@ -169,8 +199,11 @@ def train(
         store's last episodes are held out; train_config.json lists them per store.
     init_from: start from the weights (and configuration) of another run's model, with a fresh optimizer and
         schedule: fine-tuning.
-    With ``resume`` the run continues from RUN/training_state.pt (``train_config.steps`` may raise the
-    total). Without it, a run folder that already holds a checkpoint is refused rather than overwritten.
+    With ``resume`` the run continues from RUN/training_state.pt on the same data; ``train_config`` fields that
+    differ from the saved ones and from TrainConfig's defaults are overrides: those in ``RESUME_CHANGEABLE`` are
+    applied, any other is refused by name (ValueError). Without ``resume``, a run folder that already holds a
+    checkpoint is refused rather than overwritten. Everything is validated before the first byte is written,
+    under the run folder's lock (FolderLockedError when another process trains there).
     The model config defaults to ``WorldModelConfig`` sized for the data (frame size, action size, env).
     device: where to train (None: CUDA when present, else CPU; ``worldvid.device.resolve_device``).
     """
@@ -178,15 +211,24 @@ def train(
     run_dir = Path(run_dir)
     data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
     stores = _open_stores(data_dirs)
+    _check_readable(stores)
     run = RunFolder.new(run_dir)
+    checked = run.snapshot()
     saved = run.begin_training(resume)
+    if saved is not None and init_from is not None and str(Path(init_from).resolve()) != saved.get("init_from"):
+        raise ValueError(f"cannot change --init when resuming {run_dir} (it started from {saved.get('init_from')})")
     init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
     model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, saved, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
+    stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
+    if saved is not None:
+        run.check_same_data(stores_record)
     parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
              for store, (train_eps, _) in zip(stores, splits)]
+    for part in parts:
+        part[len(part) - 1]  # one window of each store reads as training will
     dataset = torch.utils.data.ConcatDataset(parts)
     held_out = splits[0][1]
 
@@ -199,32 +241,39 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(train_config))
     step = 0
     if resume:
-        state = load_training_state(run_dir)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
-    run.write_config({
-        "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
-        "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
-    })
-    log = MetricsLog(run, step)
-
-    def checkpoint() -> None:
-        save_training_state(run_dir, {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step,
-        })
-        ema.save_pretrained(run.model_path)
-
-    if step == 0 and not run.model_path.exists():
-        checkpoint()  # a resumable starting point exists from the first moment
+        state = load_training_state(run_dir, keys=("model", "ema", "optimizer", "scheduler"))  # restores the RNGs
+        load_states(state, {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}, run_dir)
+        step = state["step"]
+    for part in parts:
+        part.store.close()
     sampler = _StepBatches([len(p) for p in parts], train_config.batch_size, train_config.seed, step,
                            train_config.steps, train_config.data_weights)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=train_config.num_workers)
+    with run.writing("train", checked):
+        return _train_loop(run, train_config, model, ema, optimizer, scheduler, loader, step, device, progress, {
+            "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
+            "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
+        }) | {"train_episodes": sum(len(t) for t, _ in splits), "held_out_episodes": sum(len(h) for _, h in splits),
+              "windows": len(dataset)}
+
+
+def _train_loop(run: RunFolder, train_config: TrainConfig, model: WorldModel, ema: WorldModel,
+                optimizer: torch.optim.Optimizer, scheduler: Any, loader: torch.utils.data.DataLoader, step: int,
+                device: torch.device, progress: bool, record: dict[str, Any]) -> dict[str, Any]:
+    """Write train_config.json (``record``) and train from ``step`` to ``train_config.steps``, logging and
+    checkpointing into ``run``; called holding the run's lock. Returns the first part of ``train``'s summary."""
+    run.write_config(record)
+    log = MetricsLog(run, step)
+
+    def checkpoint() -> None:  # the model first: a training state always has a model folder to resume with
+        ema.save_pretrained(run.model_path)
+        save_training_state(run.path, {
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "step": step,
+        })
+
+    if not (run.path / TRAINING_STATE).exists():
+        checkpoint()  # a resumable starting point exists from the first moment
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.autocast)
     bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not progress)
     window_loss, window_start, started = [], time.perf_counter(), time.perf_counter()
@@ -236,7 +285,7 @@ def train(
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingDivergedError(
-                f"loss became {loss.item()} at step {step}; the last good checkpoint in {run_dir} is kept "
+                f"loss became {loss.item()} at step {step}; the last good checkpoint in {run.path} is kept "
                 "(lower --lr or check the data)"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -261,9 +310,6 @@ def train(
     bar.close()
     log.close()
     return {
-        "run": str(run_dir), "steps": step, "seconds": time.perf_counter() - started,
+        "run": str(run.path), "steps": step, "seconds": time.perf_counter() - started,
         "final_loss": log.rows[-1]["loss"] if log.rows else None, "parameters": sum(p.numel() for p in model.parameters()),
-        "train_episodes": sum(len(t) for t, _ in splits), "held_out_episodes": sum(len(h) for _, h in splits),
-        "windows": len(dataset),
     }
-

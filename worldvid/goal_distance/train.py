@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import load_training_state, save_training_state
+from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state, save_training_state
 from worldvid.data.dataset import split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
 from worldvid.goal_distance.model import GoalDistance, GoalDistanceConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
-from worldvid.run_folder import RunFolder
+from worldvid.run_folder import RunFolder, resume_config
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,10 @@ class GoalDistanceTrainConfig:
             raise ValueError(f"far_weight must be >= 0, got {self.far_weight}")
         if not self.max_distance > 1 or not self.step_slack > 0 or not 0 < self.held_out_fraction < 1:
             raise ValueError("max_distance must exceed 1, step_slack be positive, held_out_fraction in (0, 1)")
+
+
+RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every")
+"""GoalDistanceTrainConfig fields a resumed run may change; any other would make it another run."""
 
 
 class FramePairs:
@@ -221,16 +225,23 @@ def train_goal_distance(
         if (store.spec.env_id, tuple(store.spec.frame_shape)) != (spec.env_id, tuple(spec.frame_shape)):
             raise ValueError(f"{store.root} holds {store.spec.env_id} frames {list(store.spec.frame_shape)}, "
                              f"{stores[0].root} {spec.env_id} {list(spec.frame_shape)}: one distance per task and size")
+    checked = run.snapshot()  # nothing is written before everything below was checked
     saved = run.begin_training(resume)
     if saved is not None:
-        train_config = GoalDistanceTrainConfig(**{**saved["train"], "steps": train_config.steps})
-        model_config = GoalDistance.from_pretrained(run.model_path).config
+        train_config = resume_config(GoalDistanceTrainConfig, saved["train"], train_config, RESUME_CHANGEABLE, run.path)
+        run_model = GoalDistance.from_pretrained(run.model_path).config
+        if model_config is not None and model_config != run_model:
+            raise ValueError(f"cannot change the distance model's configuration when resuming {run.path}")
+        model_config = run_model
     model_config = model_config or GoalDistanceConfig(frame_size=spec.frame_shape[0], env_id=spec.env_id)
     if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
         raise ValueError(f"the data holds {list(spec.frame_shape)} frames, the distance is configured for "
                          f"{model_config.frame_size}x{model_config.frame_size}")
     splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
-    pairs = FramePairs(stores, [train for train, _ in splits], progress=progress)
+    records = [{"data": str(Path(s.root).resolve()), "held_out_episodes": h} for s, (_, h) in zip(stores, splits)]
+    if saved is not None:
+        run.check_same_data(records)
+    pairs = FramePairs(stores, [train for train, _ in splits], progress=progress)  # reads every frame: checks the data
 
     torch.manual_seed(train_config.seed)
     model, multiplier = GoalDistance(model_config).to(device), _Multiplier().to(device)
@@ -242,26 +253,30 @@ def train_goal_distance(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(train_config))
     step = 0
     if resume:
-        state = load_training_state(run.path)
-        for module, key in ((model, "model"), (ema, "ema"), (multiplier, "multiplier"), (optimizer, "optimizer"),
-                            (scheduler, "scheduler")):
-            module.load_state_dict(state[key])
-        step = int(state["step"])
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config({"train": asdict(train_config), "model": model_config.to_dict(), "kind": "goal_distance",
-                      "data": str(Path(stores[0].root).resolve()),
-                      "held_out_episodes": splits[0][1],
-                      "stores": [{"data": str(Path(s.root).resolve()), "held_out_episodes": h}
-                                 for s, (_, h) in zip(stores, splits)]})
+        state = load_training_state(run.path, keys=("model", "ema", "multiplier", "optimizer", "scheduler"))
+        load_states(state, {"model": model, "ema": ema, "multiplier": multiplier, "optimizer": optimizer,
+                            "scheduler": scheduler}, run.path)
+        step = state["step"]
+    with run.writing("train-cost", checked):
+        run.write_config({"train": asdict(train_config), "model": model_config.to_dict(), "kind": "goal_distance",
+                          "data": records[0]["data"], "held_out_episodes": splits[0][1], "stores": records})
+        return _train_loop(run, train_config, model, ema, multiplier, optimizer, scheduler, pairs, step, progress)
+
+
+def _train_loop(run: RunFolder, train_config: GoalDistanceTrainConfig, model: GoalDistance, ema: GoalDistance,
+                multiplier: _Multiplier, optimizer: torch.optim.Optimizer, scheduler: Any, pairs: FramePairs,
+                step: int, progress: bool) -> dict[str, Any]:
+    """Train from ``step`` to ``train_config.steps``, logging and checkpointing into ``run`` (whose lock the
+    caller holds); returns ``train_goal_distance``'s summary."""
     log = MetricsLog(run, step)
 
-    def checkpoint() -> None:
+    def checkpoint() -> None:  # the model first: a training state always has a model folder to resume with
+        ema.save_pretrained(run.model_path)
         save_training_state(run.path, {"model": model.state_dict(), "ema": ema.state_dict(),
                                        "multiplier": multiplier.state_dict(), "optimizer": optimizer.state_dict(),
                                        "scheduler": scheduler.state_dict(), "step": step})
-        ema.save_pretrained(run.model_path)
 
-    if step == 0 and not run.model_path.exists():
+    if not (run.path / TRAINING_STATE).exists():
         checkpoint()
     started, window, rows = time.perf_counter(), time.perf_counter(), []
     bar = tqdm(total=train_config.steps, initial=step, desc="train-cost", unit="step", disable=not progress)
