@@ -135,7 +135,7 @@ def _fine_tune(config: DaggerConfig, stores: list[Path], shares: list[float], st
     """Fine-tune ``start`` on ``stores`` into ``run``; resumes an interrupted run, skips a finished one."""
     train_config = TrainConfig(steps=config.steps, lr=config.lr, data_weights=tuple(shares), **config.train_overrides)
     if (run / TRAINING_STATE).is_file():
-        if int(load_training_state(run)["step"]) >= config.steps:
+        if load_training_state(run, restore_rng=False)["step"] >= config.steps:
             return
         train(stores, run, train_config, resume=True, progress=progress, device=config.device)
     else:
