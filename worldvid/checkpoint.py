@@ -83,12 +83,18 @@ def save_training_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> Pa
     return write_bytes_atomic(Path(run_dir) / TRAINING_STATE, buffer.getvalue())
 
 
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
+                 "This file can still be loaded")
+"""How the lines of torch's weights-only refusal that explain weights_only (not what was refused) begin."""
+
+
 def _reason(err: BaseException) -> str:
-    """One line of ``err``: for torch's weights-only refusal, the line that names what was refused."""
+    """One line of ``err``: for torch's weights-only refusal, the line that says what it refused."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if isinstance(err, pickle.UnpicklingError):  # its first lines explain weights_only, later ones what it refused
-        lines = [line for line in lines if "GLOBAL" in line or "got <" in line or "WeightsUnpickler" in line] or lines
-        lines = [line.replace("WeightsUnpickler error: ", "") for line in lines[-1:]]
+    if isinstance(err, pickle.UnpicklingError):
+        detail = [line.split("WeightsUnpickler error:")[-1].split(" Please use")[0].strip()  # never advise to allow it
+                  for line in lines if not line.startswith(_TORCH_ADVICE)]
+        lines = [line for line in detail if line] or lines
     return f"{type(err).__name__}: {lines[0] if lines else 'no detail'}"[:240]
 
 
