@@ -3,22 +3,38 @@
 Family ``planner``: every trial evaluates one planner setting (planner x denoising steps x candidates x
 horizon) with a trained model and reports success rate and seconds per decision. Family ``model``: every
 trial trains a world model of one size on the same data and reports its open-loop figures.
-A sweep is resumable: rerunning the same command after an interrupt restores it (``Tuner.restore``)
-and runs only the unfinished trials. Results go to ``OUT/results.csv`` and ``OUT/frontier.png``.
+Results go to ``OUT/results.csv`` and ``OUT/frontier.png``.
+
+A sweep is resumable without restoring Ray Tune's state, which Tune reads back by unpickling files (a file
+crafted by someone else would run code): ``OUT/sweep.json`` (family and fixed settings, written before the first
+trial) says what the folder holds, and this process records each finished trial's figures as JSON in
+``OUT/trials/`` as it finishes. Rerunning the same command runs only the trials without a record, in a fresh Tune
+experiment (``OUT/tune`` is Tune's working folder, never read back). A rerun with other fixed settings is refused,
+naming them (another grid may add points); a folder holding Tune state but no ``sweep.json`` was not made by this
+package and is refused too. A trial that fails ends the sweep with one line naming it, after the others ran.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from worldvid.atomic import write_bytes_atomic
-from worldvid.parallel import init_ray, worker_device
+from worldvid.atomic import write_bytes_atomic, write_json_atomic
+from worldvid.parallel import explain, init_ray, reworded, worker_device
 
 EXPERIMENT = "tune"
-"""Name of the Tune experiment folder inside the sweep's output folder."""
+"""Name of the Tune experiment folder inside the sweep's output folder (Tune's working state; never restored)."""
+
+SWEEP_FILE = "sweep.json"
+"""What a sweep folder holds: {"family", "fixed"}, written before its first trial."""
+
+TRIALS = "trials"
+"""Folder of the finished trials' records: one JSON {"point", "metrics"} per grid point."""
 
 PLANNER_GRID: dict[str, list[Any]] = {"planner": ["cem", "mppi"], "num_steps": [1, 3], "candidates": [16, 32], "horizon": [6]}
 """The default planner grid: 2 x 2 x 2 x 1 = 8 trials."""
@@ -84,17 +100,89 @@ def model_trial(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trainable(family: str, gpus: float = 0.0):
-    """The Tune trainable of ``family``; each trial holds one CPU and ``gpus`` GPUs (Ray hides GPUs from a trial
-    that asks for none)."""
+    """The Tune trainable of ``family``: runs the trial of ``config['point']`` (one grid point) with the fixed
+    settings; each trial holds one CPU and ``gpus`` GPUs (Ray hides GPUs from a trial that asks for none)."""
     from ray import tune
 
     fn = planner_trial if family == "planner" else model_trial
 
     def trainable(config: dict[str, Any]) -> None:
-        tune.report(fn(config))
+        settings = {k: v for k, v in config.items() if k != "point"}
+        tune.report(fn({**settings, **config["point"]}))
 
     trainable.__name__ = f"{family}_trial"
     return tune.with_resources(trainable, {"cpu": 1, **({"gpu": gpus} if gpus else {})})
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """How messages name a grid point, e.g. 'planner=cem num_steps=1 candidates=16 horizon=6'."""
+    return " ".join(f"{k}={v}" for k, v in point.items())
+
+
+def _record_path(out: Path, point: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
+    return out / TRIALS / f"trial_{digest}.json"
+
+
+def _read_record(out: Path, point: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded metrics of ``point`` (None when it has no readable record of exactly this point)."""
+    try:
+        record = json.loads(_record_path(out, point).read_text())
+        return record["metrics"] if record["point"] == json.loads(json.dumps(point)) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recorder(out: Path, family: str):
+    """A Tune callback (run in this process) that records each finished trial's figures in ``out/trials``."""
+    from ray import tune
+
+    names = _metric_names(family)
+
+    class Recorder(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            metrics = {k: v for k, v in (trial.last_result or {}).items() if k in names}
+            if len(metrics) == len(names):
+                point = trial.config["point"]
+                (out / TRIALS).mkdir(exist_ok=True)
+                write_json_atomic(_record_path(out, point), {"point": point, "metrics": metrics})
+
+    return Recorder()
+
+
+def _trial_failure(error: Any) -> tuple[BaseException, str]:
+    """(cause, one line) of a trial's failure as Tune reports it: an exception, or the text of one (its last
+    line, e.g. 'ValueError: ...'), or None when the trial ended without figures."""
+    if isinstance(error, BaseException):
+        cause, why, _ = explain(error)
+        return cause, why
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    return RuntimeError(), lines[-1] if lines else "it reported no figures"
+
+
+def _claim(out: Path, family: str, fixed: dict[str, Any]) -> None:
+    """Check that ``out`` is new or holds a sweep of ``family`` with these ``fixed`` settings (ValueError naming
+    what differs; nothing is written then), and record them there."""
+    path = out / SWEEP_FILE
+    if not path.is_file():
+        if (out / EXPERIMENT).exists():
+            raise ValueError(f"{out / EXPERIMENT} holds Ray Tune state that this package did not record (no "
+                             f"{SWEEP_FILE}); worldvid never restores Tune state (Tune unpickles it): use another "
+                             f"--out folder")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"family": family, "fixed": fixed}, indent=2)
+        return
+    try:
+        saved = json.loads(path.read_text())
+        there = {"family": saved["family"], **saved["fixed"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is unreadable ({err}); use another --out folder") from None
+    asked = json.loads(json.dumps({"family": family, **fixed}))
+    different = sorted(k for k in there.keys() | asked.keys() if there.get(k) != asked.get(k))
+    if different:
+        shown = "; ".join(f"{k}: {there.get(k)!r} there, {asked.get(k)!r} asked" for k in different[:4])
+        raise ValueError(f"{out} holds a sweep with other settings ({shown}); use another --out folder, or the same "
+                         f"settings to resume it")
 
 
 def run_sweep(
@@ -113,8 +201,6 @@ def run_sweep(
     trials share the cluster's GPUs equally (``worldvid.parallel.worker_device``).
     """
     from worldvid.device import resolve_device
-
-    from ray import tune
 
     if family not in ("planner", "model"):
         raise ValueError(f"family must be 'planner' or 'model', got {family!r}")
@@ -135,28 +221,37 @@ def run_sweep(
             WorldModelConfig(action_dim=1, block_channels=tuple(channels))
     resolve_device(fixed.get("device"))  # ValueError before any work
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    init_ray(address, num_cpus=max_concurrent)
-    gpus, device = worker_device(fixed.get("device"), max_concurrent)
-    if device is not None:
-        fixed = {**fixed, "device": device}  # on CUDA 'cuda': the GPU Ray assigns each trial
-    trainable = _trainable(family, gpus)
-    path = out / EXPERIMENT
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)
-    else:
-        space = {**fixed, **{k: tune.grid_search(v) for k, v in grid.items()}}
+    _claim(out, family, fixed)
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    todo = [p for p in points if _read_record(out, p) is None]
+    errors: dict[str, BaseException] = {}
+    if todo:
+        from ray import tune
+
+        init_ray(address, num_cpus=max_concurrent)
+        gpus, device = worker_device(fixed.get("device"), max_concurrent)
+        if device is not None:
+            fixed = {**fixed, "device": device}  # on CUDA 'cuda': the GPU Ray assigns each trial
         tuner = tune.Tuner(
-            trainable, param_space=space,
+            _trainable(family, gpus), param_space={**fixed, "point": tune.grid_search(todo)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
+                                      callbacks=[_recorder(out, family)]),
         )
-    results = tuner.fit()
-    frame = results.get_dataframe()
-    columns = [c for c in frame.columns if c.startswith("config/") and c.split("/", 1)[1] in grid] + \
-        [c for c in frame.columns if not c.startswith("config/") and c in _metric_names(family)]
-    table = frame[columns].rename(columns=lambda c: c.split("/", 1)[-1])
-    table = table.sort_values(by=list(grid), key=lambda col: col.astype(str), ignore_index=True)  # trial order varies on restore
+        for result in tuner.fit():
+            if result.error is not None and result.config is not None:
+                errors[point_name(result.config["point"])] = result.error
+    records = {point_name(p): _read_record(out, p) for p in points}
+    unfinished = [name for name, metrics in records.items() if metrics is None]
+    if unfinished:
+        name = unfinished[0]
+        cause, why = _trial_failure(errors.get(name))
+        raise reworded(cause, f"sweep trial {name} failed: {why}; {len(points) - len(unfinished)} of {len(points)} "
+                              f"trials finished, rerun to retry the rest")
+    import pandas as pd
+
+    table = pd.DataFrame([{**p, **records[point_name(p)]} for p in points], columns=[*grid, *_metric_names(family)])
+    table = table.sort_values(by=list(grid), key=lambda col: col.astype(str), ignore_index=True)
     write_bytes_atomic(out / "results.csv", table.to_csv(index=False).encode())
     _plot(table, family, out / "frontier.png")
     print(table.to_string(index=False))

@@ -211,3 +211,62 @@ def test_plan_rerun_with_another_config_is_refused_by_name_and_a_corrupt_episode
     again = evaluate_planner(replace(ORACLE, workers=1, episode_timeout_s=99), out=out, progress=False)
     assert again.kept == 2
     assert_same_episodes(first, again)
+
+
+# ---------------------------------------------------------------------------- sweep folders
+class _Payload:
+    """Unpickling this creates the file ``path``: the stand-in for code a crafted Tune state file would run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def planted_tune_state(out, marker) -> None:
+    import pickle
+
+    (out / "tune").mkdir(parents=True)
+    for name in ("tuner.pkl", "experiment_state-2024-01-01_00-00-00.json"):
+        (out / "tune" / name).write_bytes(pickle.dumps(_Payload(str(marker))))
+
+
+def test_sweep_refuses_tune_state_it_did_not_record_in_one_line_and_unpickles_nothing(tmp_path):
+    out, marker = tmp_path / "sweep", tmp_path / "code_ran"
+    planted_tune_state(out, marker)
+    (tmp_path / "model").mkdir()
+    done = cli("sweep", "--family", "planner", "--model", str(tmp_path / "model"), "--env", POINT, "--out", str(out))
+    assert error_lines(done, "sweep") == [f"worldvid sweep: error: {out / 'tune'} holds Ray Tune state that this "
+                                          "package did not record (no sweep.json); worldvid never restores Tune state "
+                                          "(Tune unpickles it): use another --out folder"]
+    assert not marker.exists() and not (out / "sweep.json").exists()
+
+
+def test_sweep_resumes_from_its_own_json_records_only_and_refuses_other_settings_by_name(tmp_path):
+    from worldvid.experiments import sweep
+
+    out, marker = tmp_path / "sweep", tmp_path / "code_ran"
+    (tmp_path / "model").mkdir()
+    fixed = {"env_id": POINT, "model": str(tmp_path / "model"), "cost": "keypoint", "episodes": 1, "seed": 0}
+    grid = {"planner": ["cem", "mppi"], "num_steps": [1], "candidates": [4], "horizon": [2]}
+    # the records a first run leaves: sweep.json, then one JSON per finished trial (written here, as that run would)
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"family": "planner", "fixed": {**fixed, "model": str((tmp_path / "model").resolve())}}))
+    figures = {}
+    for k, planner in enumerate(grid["planner"]):
+        point = {"planner": planner, "num_steps": 1, "candidates": 4, "horizon": 2}
+        figures[planner] = {"success_rate": k / 2, "ci_low": 0.0, "ci_high": 1.0, "seconds_per_decision": 0.1 + k,
+                            "final_distance_mean": 0.5}
+        path = sweep._record_path(out, point)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"point": point, "metrics": figures[planner]}))
+    planted_tune_state(out, marker)  # Tune's state of that run: a rerun never reads it
+    table = sweep.run_sweep("planner", out, fixed, grid)  # every trial recorded: no trial runs, no Ray
+    assert not marker.exists()
+    assert list(table["planner"]) == ["cem", "mppi"]
+    assert list(table["seconds_per_decision"]) == [figures["cem"]["seconds_per_decision"],
+                                                   figures["mppi"]["seconds_per_decision"]]
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("planner,num_steps,candidates,horizon,success_rate")
+    with pytest.raises(ValueError, match=r"holds a sweep with other settings \(seed: 0 there, 1 asked\)"):
+        sweep.run_sweep("planner", out, {**fixed, "seed": 1}, grid)

@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worldvid.cli import commands
 
         return int(getattr(commands, f"run_{args.command.replace('-', '_')}")(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # Expected failures (bad input, missing or corrupt files) end with one clear line, not a traceback.
+    except (ValueError, OSError, RuntimeError) as err:
+        # Expected failures end with one clear line, not a traceback: bad input, missing, corrupt or unwritable
+        # files (OSError), failed remote work (worldvid.parallel.WorkerError, a RuntimeError that names the
+        # shard, episode or trial and the cause, whatever the cause's type: KeyError, TypeError, ...).
         print(f"worldvid {command}: error: {err}" if command in COMMANDS else f"worldvid: error: {err}", file=sys.stderr)
         return 2
