@@ -76,9 +76,12 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
     if video and out is None:
         raise ValueError("video needs an out folder")
     size, model = validate(config)
-    store = _record_store(config, size, record) if record is not None else None
     folder = Path(out) if out is not None else None
-    with _lock(folder):
+    with contextlib.ExitStack() as held:
+        store = _record_store(config, size, record) if record is not None else None
+        if store is not None:
+            held.enter_context(store)  # the store's write lock, released (store.close) when done
+        held.enter_context(_lock(folder))
         results = _resume(folder, config) if folder is not None else {}
         kept = len(results)
         if progress and kept:
