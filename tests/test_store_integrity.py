@@ -7,7 +7,6 @@ Every test runs on tiny stores (PointReach at 16 pixels, random policy) or on th
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import pytest
 
 from tests.conftest import make_episode
 from worldvid.cli import main
-from worldvid.data.collect import collect, collect_shard, store_spec
+from worldvid.data.collect import collect
 from worldvid.data.dataset import FrameWindowDataset
 from worldvid.data.manifest import MANIFEST, ManifestError, is_temporary, shard_name
 from worldvid.data.store import CorruptShardError, EpisodeStore, StoreError, StoreSpec

@@ -20,8 +20,17 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data (or a folder's entries, so that the renames inside it survive a power cut) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (fsync before the rename); returns the path."""
+    """Write ``data`` to ``path`` atomically (the file fsynced before the rename, its folder after); returns the path."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
@@ -30,6 +39,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -14,7 +14,6 @@ folder's lock is taken (a second writer is refused) and the first file is writte
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time

@@ -259,12 +259,3 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[int, str
             digest.update(block)
             size += len(block)
     return size, digest.hexdigest()
-
-
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's (or a folder's: its entries, after a rename) data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,10 +25,11 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from worldvid.atomic import fsync_path
 from worldvid.data.episode import Episode
 # StoreSpec, shard_name, FORMAT_VERSION and the errors live in worldvid.data.manifest and are re-exported here.
 from worldvid.data.manifest import (FORMAT_VERSION, MANIFEST, TMP_SUFFIX, Manifest, ManifestError, StoreError,
-                                    StoreMismatchError, StoreSpec, episode_group, file_digest, first_line, fsync_path,
+                                    StoreMismatchError, StoreSpec, episode_group, file_digest, first_line,
                                     is_temporary, read_manifest, shard_name, write_manifest)
 from worldvid.data.shard import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, check_matches_spec, write_shard_file
 from worldvid.data.verify import StoreReport, check_store

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import Tensor
 
+from worldvid.atomic import fsync_path
 from worldvid.locks import pid_alive
 from worldvid.model.config import WorldModelConfig
 
@@ -58,22 +59,22 @@ def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "wo
                   "_format_version": FORMAT_VERSION, **model.config.to_dict()}
         _write_synced(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", _CHECKSUM_KEY: _checksum(state)})
-        _fsync(tmp / WEIGHTS_NAME)
+        fsync_path(tmp / WEIGHTS_NAME)
         if path.exists():
             for entry in path.iterdir():
                 if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
                     copy = shutil.copytree if entry.is_dir() else shutil.copy2
                     copy(entry, tmp / entry.name)
-        _fsync(tmp)
+        fsync_path(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
             os.replace(path, old)  # onto the empty folder mkdtemp made; a kill from here to the next rename is
             os.replace(tmp, path)  # repaired by recover_folder, and readers read the new folder where it lies
-            _fsync(path.parent)
+            fsync_path(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-            _fsync(path.parent)
+            fsync_path(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         recover_folder(path)  # a failure between the renames: the previous folder goes back
@@ -204,7 +205,7 @@ def recover_folder(path: str | os.PathLike) -> bool:
         os.replace(source, path)
     except OSError:  # another process put a folder back first (or the disk is read-only: readers still find it)
         return False
-    _fsync(path.parent)
+    fsync_path(path.parent)
     return True
 
 
@@ -239,10 +240,3 @@ def _write_synced(file: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync(file: Path) -> None:
-    """fsync a file or a folder (a folder: so that the renames inside it survive a power cut)."""
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
