@@ -15,9 +15,10 @@ rerun into the same folder with the same configuration (``workers``, ``episode_t
 rest; another configuration is refused, naming the fields that differ. A kill at any point leaves a folder that a
 rerun completes. ``summary.json`` is written last, after the ``record`` store, once every episode is done; it
 equals an uninterrupted run's except for the wall-clock figures: ``wall_seconds`` and ``episodes_per_second`` (of
-the episodes this invocation ran), and ``seconds_per_decision`` (overall and per episode; measured when each
-episode ran, like each npz's ``latency_s``). The ``record`` store is (re)written from all episodes, kept and new,
-in index order, so its seeds are contiguous from the spec's seed after any number of reruns.
+the episodes this invocation ran; a rerun that runs none keeps the saved ones), and ``seconds_per_decision``
+(overall and per episode; measured when each episode ran, like each npz's ``latency_s``). The ``record`` store is
+(re)written from all episodes, kept and new, in index order, so its seeds are contiguous from the spec's seed
+after any number of reruns.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
         summary = aggregate(ordered, seconds, config)
         summary["episodes_per_second"] = len(todo) / max(seconds, 1e-9)  # of the episodes run now
         summary["frame_size"] = size
+        if not todo and folder is not None:  # nothing ran: keep the timing of the run that did the work
+            summary.update(_saved_timing(folder / "summary.json"))
         unrecordable = [r.seed for r in ordered if r.steps == 0] if store is not None else []
         if store is not None and not unrecordable:
             store.write_episodes([r.to_episode(store.spec.env_id, store.spec.policy) for r in ordered])
@@ -130,6 +133,15 @@ def _lock(folder: Path | None) -> contextlib.AbstractContextManager:
     from worldvid.locks import folder_lock
 
     return folder_lock(folder, "worldvid plan")
+
+
+def _saved_timing(path: Path) -> dict[str, float]:
+    """``wall_seconds`` and ``episodes_per_second`` of the summary saved at ``path`` (empty when unreadable)."""
+    try:
+        saved = json.loads(path.read_text())["summary"]
+        return {key: float(saved[key]) for key in ("wall_seconds", "episodes_per_second")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

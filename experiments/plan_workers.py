@@ -3,11 +3,12 @@
 Episodes are spread over W workers (Ray actors), each holding one model replica (on ``config.device``) and one env,
 with torch threads set to its CPU share and, when the model runs on CUDA, an equal share of the cluster's GPUs.
 Episode i always runs from seed S + i with the planner reseeded from it, so the results do
-not depend on W or on which worker ran what. Each episode has a deadline (``config.episode_timeout_s``, counted from
-its submission to a worker that has started): a worker that dies mid-episode, or whose episode passes its deadline (a hung
-worker), is killed and replaced and its episode resubmitted, at most ``config.max_episode_retries`` times; no result
-is lost. A failure that persists ends the run with one line naming the episode and seed (``WorkerError``). With
-W = 1 everything runs in this process, without Ray and without deadlines.
+not depend on W or on which worker ran what. Each episode has a deadline (``config.episode_timeout_s``, counted
+from its submission to a worker that has started): a worker that dies mid-episode, or whose episode passes its
+deadline (a hung worker), is killed and replaced and its episode resubmitted, at most
+``config.max_episode_retries`` times; no result is lost. A failure that persists ends the run with one line
+naming the episode and seed (``WorkerError``). With W = 1 everything runs in this process, without Ray and
+without deadlines.
 
 ``FaultInjection`` makes a worker crash, hang or raise at a chosen episode: the test hook of these paths.
 """
@@ -74,7 +75,8 @@ class FaultInjection:
         try:
             faults = cls(**json.loads(text))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{FAULTS_VARIABLE} must be a JSON object of {[f.name for f in fields(cls)]}: {err}") from None
+            names = [f.name for f in fields(cls)]
+            raise ValueError(f"{FAULTS_VARIABLE} must be a JSON object of {names}: {err}") from None
         if faults.error not in _ERRORS:
             raise ValueError(f"{FAULTS_VARIABLE}: error must be one of {list(_ERRORS)}, got {faults.error!r}")
         return faults

@@ -116,7 +116,8 @@ def test_an_exception_raised_in_a_task_is_one_line_naming_the_task_and_keeps_its
         bounded_queue(range(3), lambda slot, key: work.remote(key), results.__setitem__, slots=2, timeout_s=60,
                       what="shard", max_retries=2)
     assert isinstance(caught.value, WorkerError) and caught.value.key == 1
-    assert str(caught.value) == f"shard 1 failed: {error.__name__}: {' '.join(str(error('bad' + chr(10) + 'input')).split())}"
+    said = " ".join(str(error("bad\ninput")).split())  # KeyError quotes its message
+    assert str(caught.value) == f"shard 1 failed: {error.__name__}: {said}"
 
 
 def test_a_hung_task_is_cancelled_at_its_deadline_and_retried(ray_session, tmp_path):
@@ -167,7 +168,8 @@ def test_plan_killed_mid_run_resumes_episode_by_episode_to_the_uninterrupted_res
     config = replace(ORACLE, episodes=4, seed=3)
     whole = evaluate_planner(config, out=tmp_path / "whole", record=tmp_path / "whole_store", progress=False)
     args = ["plan", "--env", POINT, "--oracle", "--episodes", "4", "--seed", "3", "--max-episode-steps", "4",
-            "--size", "16", "--candidates", "4", "--elites", "2", "--horizon", "2", "--iterations", "1", "--out", str(tmp_path / "out"),
+            "--size", "16", "--candidates", "4", "--elites", "2", "--horizon", "2", "--iterations", "1",
+            "--out", str(tmp_path / "out"),
             "--record", str(tmp_path / "store")]
     faults = {"WORLDVID_INJECT_FAULTS": json.dumps({"marker_dir": str(tmp_path), "crash_at": 2})}
     killed = cli(*args, env=faults)  # the process dies (os._exit, as kill -9) when it starts episode 2
@@ -185,7 +187,8 @@ def test_plan_killed_mid_run_resumes_episode_by_episode_to_the_uninterrupted_res
         name = f"episode_{index:04d}"
         assert json.loads((tmp_path / "out" / "episodes" / f"{name}.json").read_text()) == \
             json.loads((tmp_path / "whole" / "episodes" / f"{name}.json").read_text())
-        a, b = np.load(tmp_path / "out" / "episodes" / f"{name}.npz"), np.load(tmp_path / "whole" / "episodes" / f"{name}.npz")
+        a = np.load(tmp_path / "out" / "episodes" / f"{name}.npz")
+        b = np.load(tmp_path / "whole" / "episodes" / f"{name}.npz")
         assert set(a.files) == set(b.files)
         for key in set(a.files) - {"latency_s"}:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
@@ -203,6 +206,8 @@ def test_plan_rerun_with_another_config_is_refused_by_name_and_a_corrupt_episode
     out = tmp_path / "out"
     first = evaluate_planner(ORACLE, out=out, progress=False)
     before = (out / "summary.json").read_bytes()
+    assert evaluate_planner(ORACLE, out=out, progress=False).kept == 3  # a rerun of a finished run changes nothing
+    assert (out / "summary.json").read_bytes() == before
     bigger = replace(ORACLE, planner_config=replace(ORACLE.planner_config, candidates=8))
     with pytest.raises(ValueError, match=r"another configuration \(planner_config.candidates: 4 there, 8 asked\)"):
         evaluate_planner(bigger, out=out, progress=False)
@@ -237,9 +242,9 @@ def test_sweep_refuses_tune_state_it_did_not_record_in_one_line_and_unpickles_no
     planted_tune_state(out, marker)
     (tmp_path / "model").mkdir()
     done = cli("sweep", "--family", "planner", "--model", str(tmp_path / "model"), "--env", POINT, "--out", str(out))
-    assert error_lines(done, "sweep") == [f"worldvid sweep: error: {out / 'tune'} holds Ray Tune state that this "
-                                          "package did not record (no sweep.json); worldvid never restores Tune state "
-                                          "(Tune unpickles it): use another --out folder"]
+    said = (f"worldvid sweep: error: {out / 'tune'} holds Ray Tune state that this package did not record (no "
+            "sweep.json); worldvid never restores Tune state (Tune unpickles it): use another --out folder")
+    assert error_lines(done, "sweep") == [said]
     assert not marker.exists() and not (out / "sweep.json").exists()
 
 
@@ -252,7 +257,8 @@ def test_sweep_resumes_from_its_own_json_records_only_and_refuses_other_settings
     grid = {"planner": ["cem", "mppi"], "num_steps": [1], "candidates": [4], "horizon": [2]}
     # the records a first run leaves: sweep.json, then one JSON per finished trial (written here, as that run would)
     out.mkdir()
-    (out / "sweep.json").write_text(json.dumps({"family": "planner", "fixed": {**fixed, "model": str((tmp_path / "model").resolve())}}))
+    saved_fixed = {**fixed, "model": str((tmp_path / "model").resolve())}
+    (out / "sweep.json").write_text(json.dumps({"family": "planner", "fixed": saved_fixed}))
     figures = {}
     for k, planner in enumerate(grid["planner"]):
         point = {"planner": planner, "num_steps": 1, "candidates": 4, "horizon": 2}
@@ -267,6 +273,7 @@ def test_sweep_resumes_from_its_own_json_records_only_and_refuses_other_settings
     assert list(table["planner"]) == ["cem", "mppi"]
     assert list(table["seconds_per_decision"]) == [figures["cem"]["seconds_per_decision"],
                                                    figures["mppi"]["seconds_per_decision"]]
-    assert (out / "results.csv").read_text().splitlines()[0].startswith("planner,num_steps,candidates,horizon,success_rate")
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("planner,num_steps,candidates,horizon,success_rate")
     with pytest.raises(ValueError, match=r"holds a sweep with other settings \(seed: 0 there, 1 asked\)"):
         sweep.run_sweep("planner", out, {**fixed, "seed": 1}, grid)
