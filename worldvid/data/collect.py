@@ -17,7 +17,7 @@ from worldvid.data.episode import Episode
 from worldvid.data.policies import CollectionPolicy, make_policy
 from worldvid.data.store import EpisodeStore, StoreSpec
 from worldvid.envs.factory import canonical_env_id, make_pixel_env
-from worldvid.parallel import bounded_queue, init_ray
+from worldvid.parallel import bounded_queue, explain, init_ray, reworded
 
 
 def collect_episode(env: gym.Env, policy: CollectionPolicy, seed: int, max_steps: int | None = None) -> Episode:
@@ -149,7 +149,11 @@ def collect(
         args = (env_id, size, env_kwargs, policy)
         if workers == 1 or len(jobs) <= 1:
             for index, seeds in jobs.items():
-                finish(index, collect_shard(*args, seeds))
+                try:
+                    episodes = collect_shard(*args, seeds)
+                except Exception as err:  # the same one line as a Ray worker's failure
+                    raise reworded(err, f"shard {index} failed: {explain(err)[1]}", index) from err
+                finish(index, episodes)
         else:
             _collect_with_ray(jobs, args, workers, finish, shard_timeout_s)
         bar.close()
@@ -162,4 +166,4 @@ def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, fin
     init_ray(num_cpus=workers)
     remote = ray.remote(num_cpus=1, max_retries=3)(collect_shard)
     bounded_queue(jobs, lambda slot, index: remote.remote(*args, jobs[index]), finish, slots=workers,
-                  timeout_s=timeout_s, what="shard")
+                  timeout_s=timeout_s, what="shard", max_retries=2)
