@@ -89,7 +89,7 @@ def test_heat_map_is_lowest_near_the_goal_and_has_one_panel_per_cost(tmp_path):
     heat = heat_map(POINT, costs, tmp_path / "heat.png", size=SIZE, grid=7, seed=FRESH_SEED, progress=False)
     assert heat.path == tmp_path / "heat.png" and sorted(p.name for p in tmp_path.iterdir()) == ["heat.png"]
     assert _panels(plot_heat_map(heat)) == ["cost:keypoint", "cost:pixel", "cost:random"]
-    assert imread(heat.path).shape[1] == round((2.6 + 3.4 * len(costs)) * 110)  # goal image + 3 panels wide
+    assert abs(imread(heat.path).shape[1] - (2.6 + 3.4 * len(costs)) * 110) <= 1  # goal image + 3 panels (+-1 px: rounding differs by matplotlib version)
     values = heat.costs["keypoint"]
     assert values.shape == (7, 7) and np.isfinite(values).all()
     i, j = np.unravel_index(np.argmin(values), values.shape)

@@ -113,3 +113,13 @@ def test_render_command_writes_videos_and_psnr(tmp_path) -> None:
         frames = read_video(video)
         assert frames.shape[0] == 5 and frames.shape[1] % 16 == 0 and frames.shape[2] % 16 == 0  # start + 4 steps
     assert "open_loop_ep00000.mp4" in done.stdout
+
+
+def test_a_killed_writers_temporary_video_is_removed_by_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".clip.tmp-{int(dead.stdout)}.mp4"
+    live = tmp_path / f".clip.tmp-{os.getppid()}.mp4"  # a running writer's (our parent process is alive)
+    stale.write_bytes(b"half a video")
+    live.write_bytes(b"still being written")
+    write_video(tmp_path / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    assert not stale.exists() and live.exists() and (tmp_path / "clip.mp4").is_file()
