@@ -161,7 +161,8 @@ def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool 
 class PlannerConfig:
     """Search budget and hyper-parameters of the sampling planners (one config for all of them).
 
-    Per decision a planner imagines ``candidates x horizon x action_repeat`` frames ``iterations`` times.
+    Per decision a planner imagines ``candidates x horizon x action_repeat`` frames ``iterations`` times (fewer
+    with ``population_decay`` < 1: ``imagined_per_decision``).
     """
 
     candidates: int = 32
@@ -192,6 +193,21 @@ class PlannerConfig:
     """Discount for reduce='discounted'."""
     warm_start: bool = True
     """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
+    population_decay: float = 1.0
+    """iCEM (Pinneri et al. 2020): iteration i draws round(candidates x decay^i) new candidates (at least
+    ``elites``); 1 keeps the population fixed. Fewer imagined frames per decision."""
+    keep_elites: int = 0
+    """iCEM: the best ``keep_elites`` candidates of an iteration join the next one with their costs, without
+    being imagined again (0: none)."""
+
+    def population(self, iteration: int) -> int:
+        """New candidates drawn (and imagined) in ``iteration`` (0-based)."""
+        return max(self.elites, round(self.candidates * self.population_decay**iteration))
+
+    @property
+    def imagined_per_decision(self) -> int:
+        """Frames one decision imagines: sum over iterations of population x horizon x action_repeat."""
+        return sum(self.population(i) for i in range(self.iterations)) * self.horizon * self.action_repeat
 
     def __post_init__(self) -> None:
         require_positive_ints(self, ("candidates", "horizon", "iterations", "elites", "action_repeat"))
@@ -200,6 +216,11 @@ class PlannerConfig:
         for name in ("init_std", "min_std", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 < self.population_decay <= 1.0:
+            raise ValueError(f"population_decay must be in (0, 1], got {self.population_decay!r}")
+        if isinstance(self.keep_elites, bool) or not isinstance(self.keep_elites, int) or \
+                not 0 <= self.keep_elites <= self.candidates:
+            raise ValueError(f"keep_elites must be an int in [0, candidates], got {self.keep_elites!r}")
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.noise_correlation < 1.0:
             raise ValueError("smoothing and noise_correlation must be in [0, 1)")
         if self.reduce not in REDUCTIONS:
@@ -274,8 +295,9 @@ class SamplingPlanner:
         # Dynamics that can skip the frames in between (the simulator) render only where a 'final' cost looks;
         # the chosen candidate's whole video is imagined once at the end.
         last_only = c.reduce == "final" and hasattr(self.dynamics, "imagine_last")
+        kept: tuple[Tensor, Tensor] | None = None  # iCEM: the last iteration's best (candidates, costs)
         for iteration in range(c.iterations):
-            candidates = self._sample(state, iteration)
+            candidates = self._sample(state, iteration, c.population(iteration))
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
             sequences = candidates.repeat_interleave(c.action_repeat, dim=1)
@@ -288,6 +310,11 @@ class SamplingPlanner:
                 state.best_cost = float(costs[best])
                 state.best_actions = candidates[best].clone()
                 state.best_frames = frames[best]
+            if kept is not None:
+                candidates, costs = torch.cat([kept[0], candidates]), torch.cat([kept[1], costs])
+            if c.keep_elites:
+                top = torch.topk(costs, min(c.keep_elites, costs.shape[0]), largest=False).indices
+                kept = (candidates[top], costs[top])
             self._update(state, candidates, costs)
         actions = self._result(state)
         self._previous = actions.clone()
@@ -323,9 +350,9 @@ class SamplingPlanner:
                 eps[:, h] = beta * eps[:, h - 1] + scale * eps[:, h]
         return eps
 
-    def _sample(self, state: SearchState, iteration: int) -> Tensor:
-        """Candidates float32 [N, H, A] in the action box: Gaussian around (mean, std), clipped."""
-        candidates = state.mean + state.std * self._noise(self.config.candidates)
+    def _sample(self, state: SearchState, iteration: int, count: int) -> Tensor:
+        """``count`` candidates float32 [count, H, A] in the action box: Gaussian around (mean, std), clipped."""
+        candidates = state.mean + state.std * self._noise(count)
         return torch.maximum(torch.minimum(candidates, self.high), self.low)
 
     def _update(self, state: SearchState, candidates: Tensor, costs: Tensor) -> None:

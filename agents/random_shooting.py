@@ -16,9 +16,9 @@ class RandomShootingPlanner(SamplingPlanner):
 
     name = "shooting"
 
-    def _sample(self, state: SearchState, iteration: int) -> Tensor:
+    def _sample(self, state: SearchState, iteration: int, count: int) -> Tensor:
         # The correlated normal noise mapped through its CDF is uniform on [0, 1] per entry.
-        uniform = 0.5 * (1.0 + torch.erf(self._noise(self.config.candidates) / 2.0**0.5))
+        uniform = 0.5 * (1.0 + torch.erf(self._noise(count) / 2.0**0.5))
         return self.low + (self.high - self.low) * uniform
 
 

@@ -19,7 +19,7 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
            "cost_model": config.cost_model if config.cost == "learned" and config.planner != "random" else None}
     row.update(summarize_episodes(results))
     p = config.planner_config
-    budget = 0 if config.planner == "random" else p.candidates * p.horizon * p.action_repeat
+    budget = 0 if config.planner == "random" else p.imagined_per_decision / p.iterations  # frames per call
     row["imagined_frames_per_action"] = row["model_calls_per_action"] * budget
     row.update(config_columns(config))
     row.update(workers=config.workers, wall_seconds=seconds, episodes_per_second=len(results) / max(seconds, 1e-9))
@@ -28,10 +28,12 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
 
 def budget_label(config: PlanEvalConfig) -> str:
     """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2', and the
-    action repeat when there is one, e.g. '32x6x2 r3' (each planned action held 3 steps)."""
+    action repeat when there is one, e.g. '32x6x2 r3' (each planned action held 3 steps), and iCEM's population
+    decay and kept elites, e.g. '32x6x2 decay0.5 keep4'."""
     p = config.planner_config
     repeat = f" r{p.action_repeat}" if p.action_repeat > 1 else ""
-    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}"
+    icem = (f" decay{p.population_decay:g}" if p.population_decay < 1 else "") + (f" keep{p.keep_elites}" if p.keep_elites else "")
+    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}{icem}"
 
 
 def config_columns(config: PlanEvalConfig) -> dict[str, str]:

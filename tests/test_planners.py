@@ -153,6 +153,35 @@ def test_cem_and_mppi_find_the_minimum_of_an_analytic_cost(planner_class):
     assert plan.cost < shooting.plan(history, np.zeros((4, 4, 3), np.uint8)).cost  # refinement beats blind search
 
 
+class CountedActions(EncodedActions):
+    """EncodedActions that records how many candidates each call imagined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def imagine(self, history: History, actions: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(actions.shape[0])
+        return super().imagine(history, actions)
+
+
+def test_icem_decaying_population_and_kept_elites_imagine_fewer_frames_and_still_converge():
+    fixed = dict(candidates=64, horizon=4, iterations=12, elites=8, init_std=0.8, min_std=0.01,
+                 noise_correlation=0.0, warm_start=False, reduce="mean")
+    icem = PlannerConfig(**fixed, population_decay=0.8, keep_elites=8)
+    dynamics = CountedActions()
+    history = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2)
+    plan = CEMPlanner(dynamics, quadratic_cost, LOW, HIGH, icem, seed=0).plan(history, np.zeros((4, 4, 3), np.uint8))
+    assert dynamics.sizes == [icem.population(i) for i in range(12)] and dynamics.sizes[0] == 64
+    assert min(dynamics.sizes) == 8 and sorted(dynamics.sizes, reverse=True) == dynamics.sizes
+    assert sum(dynamics.sizes) * 4 == icem.imagined_per_decision < 0.45 * PlannerConfig(**fixed).imagined_per_decision
+    np.testing.assert_allclose(plan.actions, TARGET.numpy(), atol=0.05)
+    assert PlannerConfig(**fixed).population(11) == 64  # the default keeps the population fixed
+    for bad in (dict(population_decay=0.0), dict(population_decay=1.5), dict(keep_elites=-1), dict(keep_elites=65)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PlannerConfig(**{**fixed, **bad})
+
+
 def test_planning_is_reproducible_and_warm_start_shifts_the_previous_plan():
     config = PlannerConfig(candidates=16, horizon=4, iterations=1)
     history = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2)
