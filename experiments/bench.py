@@ -1,11 +1,13 @@
 """``worldvid bench``: throughput figures measured side by side in one run on this machine.
 
 Each section returns a flat dict of figures; ``run_bench`` prints them as a table and writes JSON.
-Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16), ``model`` (denoiser GFLOP/s and its fraction
-of the peak, imagined frames/s at batch 1 and 64), ``sim`` (true-simulator frames/s), ``train``
-(training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector of 16), ``memory`` (peak RSS of
-training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at the default budget) and
-``eval`` (evaluation episodes/s with 1 and 2 Ray workers); the last two live in ``experiments.bench_plan``.
+Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16, at this process's thread count and with 1 and 2 threads),
+``model`` (denoiser GFLOP/s and its fraction of the peak at batch 32 and 64, imagined frames/s at batch 1 and 64),
+``sim`` (true-simulator frames/s), ``train`` (training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector
+of 16), ``memory`` (peak RSS of training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at
+the default budget), ``floor`` (the FLOPs of one CEM decision, its floor at the bf16 matmul peak and its latency
+with 1 and 2 threads) and ``eval`` (evaluation episodes/s with 1 and 2 Ray workers); ``plan`` and ``eval`` live in
+``experiments.bench_plan``, ``floor`` in ``experiments.bench_floor``, where each docstring names its keys.
 The sections that run a model (``DEVICE_SECTIONS``) run it on ``run_bench``'s device; ``peak``, ``sim`` and
 ``memory`` (host RSS) are CPU figures wherever the model runs.
 """
@@ -19,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,14 +54,34 @@ def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n x n matmul in ``dtype`` on the CPU (2 n^3 flops)."""
+    """GFLOP/s of an n x n x n matmul in ``dtype`` on the CPU (2 n^3 flops), at the current torch thread count."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def bench_peak() -> dict[str, float]:
-    """Torch matmul peak, fp32 and bf16."""
-    return {"matmul_gflops_fp32": matmul_peak(torch.float32), "matmul_gflops_bf16": matmul_peak(torch.bfloat16)}
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads; the previous count is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def bench_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, repeats: int = 5) -> dict[str, float]:
+    """Torch matmul peak, fp32 and bf16: at this process's thread count (``matmul_gflops_<dtype>``) and with each
+    count of ``threads`` (``matmul_gflops_<dtype>_<T>_threads``), the ceiling the ``floor`` section divides by."""
+    current = torch.get_num_threads()
+    out: dict[str, float] = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for t in threads:
+            with torch_threads(t):
+                out[f"matmul_gflops_{name}_{t}_threads"] = matmul_peak(dtype, n, repeats)
+        same = out.get(f"matmul_gflops_{name}_{current}_threads")  # measured above: not measured twice
+        out[f"matmul_gflops_{name}"] = same if same is not None else matmul_peak(dtype, n, repeats)
+    return out
 
 
 def denoiser_flops(model: WorldModel, batch: int) -> int:
@@ -77,9 +99,14 @@ def denoiser_flops(model: WorldModel, batch: int) -> int:
 
 
 def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...] = (1, 64), peak: dict[str, float] | None = None,
-                device: str | torch.device | None = None) -> dict[str, float]:
-    """Denoiser GFLOP/s (and, on the CPU, fraction of the matmul peak of the precision it runs in) and imagined
-    frames/s, on ``device`` (None: CUDA when present, else CPU)."""
+                device: str | torch.device | None = None, denoiser_batches: tuple[int, ...] = (32, 64)) -> dict[str, float]:
+    """Imagined frames/s at each of ``batches`` and denoiser GFLOP/s at each of ``denoiser_batches`` (32: the
+    planner's default candidates), on ``device`` (None: CUDA when present, else CPU), at this process's thread count.
+
+    On the CPU, given ``peak`` (``bench_peak``'s figures), also the fraction of the matmul peak of the precision the
+    denoiser runs in (bf16 under autocast): ``denoiser_fraction_of_peak_b<B>`` per batch, and
+    ``denoiser_fraction_of_peak`` for the largest batch (the key earlier runs reported).
+    """
     config = config or WorldModelConfig(action_dim=2)
     device = resolve_device(device)
     model = WorldModel(config).to(device).eval()
@@ -90,7 +117,23 @@ def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...]
         actions = np.zeros((batch, c.context, c.action_dim), np.float32)
         seconds = _best_seconds(lambda: model.predict_next(context, actions), repeats=3, device=device)
         out[f"imagined_frames_per_s_b{batch}"] = batch / seconds
-    batch = max(batches)
+    precision = "bf16" if _autocast_enabled(model) else "fp32"
+    with_peak = bool(peak) and device.type == "cpu"  # the peak is the CPU's matmul peak
+    if with_peak:
+        out["denoiser_precision_is_bf16"] = float(precision == "bf16")
+    for batch in denoiser_batches:
+        gflops = denoiser_gflops(model, batch)
+        out[f"denoiser_gflops_b{batch}"] = gflops
+        if with_peak:
+            out[f"denoiser_fraction_of_peak_b{batch}"] = gflops / peak[f"matmul_gflops_{precision}"]
+    if with_peak:
+        out["denoiser_fraction_of_peak"] = out[f"denoiser_fraction_of_peak_b{max(denoiser_batches)}"]
+    return out
+
+
+def denoiser_gflops(model: WorldModel, batch: int) -> float:
+    """Achieved GFLOP/s of one denoiser call on ``batch`` random frames, under the model's autocast, on its device."""
+    c, device = model.config, model.device
     x = torch.randn(batch, c.channels, c.frame_size, c.frame_size, device=device)
     ctx = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size, device=device)
     act = torch.zeros(batch, c.context, c.action_dim, device=device)
@@ -100,13 +143,7 @@ def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...]
         with torch.inference_mode(), model.autocast_context():
             model.denoiser(x, sigma, ctx, act)
 
-    gflops = denoiser_flops(model, batch) / _best_seconds(call, device=device) / 1e9
-    out[f"denoiser_gflops_b{batch}"] = gflops
-    if peak and device.type == "cpu":  # the peak is the CPU's matmul peak
-        precision = "bf16" if _autocast_enabled(model) else "fp32"
-        out["denoiser_precision_is_bf16"] = float(precision == "bf16")
-        out["denoiser_fraction_of_peak"] = gflops / peak[f"matmul_gflops_{precision}"]
-    return out
+    return denoiser_flops(model, batch) / _best_seconds(call, device=device) / 1e9
 
 
 def _autocast_enabled(model: WorldModel) -> bool:
@@ -246,12 +283,18 @@ def _bench_eval(device: str | None = None) -> dict[str, float]:
     return bench_eval_scaling(device=device)
 
 
+def _bench_floor(device: str | None = None, peak: dict[str, float] | None = None) -> dict[str, float]:
+    from worldvid.experiments.bench_floor import bench_floor
+
+    return bench_floor(device=device, peak=peak)
+
+
 SECTIONS: dict[str, Callable[..., dict[str, float]]] = {
     "peak": bench_peak, "model": bench_model, "sim": bench_sim, "train": bench_train, "dream": bench_dream,
-    "memory": bench_memory, "plan": _bench_plan, "eval": _bench_eval,
+    "memory": bench_memory, "plan": _bench_plan, "floor": _bench_floor, "eval": _bench_eval,
 }
 
-DEVICE_SECTIONS = ("model", "train", "dream", "plan", "eval")
+DEVICE_SECTIONS = ("model", "train", "dream", "plan", "floor", "eval")
 """The sections that run a world model, on ``run_bench``'s device."""
 
 
@@ -272,8 +315,8 @@ def run_bench(sections: list[str] | None = None, out: str | os.PathLike | None =
                                  "model_on_cuda": float(resolved.type == "cuda")}
     for name in sections:
         kwargs: dict[str, Any] = {"device": device} if name in DEVICE_SECTIONS else {}
-        if name == "model" and "matmul_gflops_fp32" in results:
-            kwargs["peak"] = results
+        if name in ("model", "floor") and "matmul_gflops_fp32" in results:
+            kwargs["peak"] = results  # measured once by the peak section
         results.update(SECTIONS[name](**kwargs))
     width = max(map(len, results))
     for key, value in results.items():

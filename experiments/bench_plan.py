@@ -23,7 +23,7 @@ BENCH_ENV = "worldvid/PointReach-v0"
 
 
 @contextmanager
-def _model_folder(model: str | os.PathLike | None, env_id: str) -> Iterator[str]:
+def model_folder(model: str | os.PathLike | None, env_id: str) -> Iterator[str]:
     """The given run/model folder, or a temporary folder holding a fresh default-config model for ``env_id``."""
     if model is not None:
         yield str(model)
@@ -47,7 +47,7 @@ def bench_planners(model: str | os.PathLike | None = None, env_id: str = BENCH_E
     config = planner_config or PlannerConfig()
     out: dict[str, float] = {"planner_candidates": float(config.candidates), "planner_horizon": float(config.horizon),
                              "planner_iterations": float(config.iterations)}
-    with _model_folder(model, env_id) as folder:
+    with model_folder(model, env_id) as folder:
         for planner in PLANNER_NAMES:
             run = PlanEvalConfig(env_id=env_id, planner=planner, model=folder, episodes=1, max_steps=decisions,
                                  stop_on_success=False, planner_config=config, device=device)
@@ -68,7 +68,7 @@ def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BEN
     """
     init_ray(num_cpus=max(workers))  # before the clock starts
     out: dict[str, float] = {}
-    with _model_folder(model, env_id) as folder:
+    with model_folder(model, env_id) as folder:
         base = PlanEvalConfig(env_id=env_id, planner="cem", model=folder, episodes=episodes, max_steps=steps,
                               stop_on_success=False, planner_config=planner_config or PlannerConfig(), device=device)
         for w in workers:

@@ -67,7 +67,8 @@ def test_bench_json_fields_present_and_positive(tmp_path):
     done = run(["bench", "--sections", "peak", "sim", "--out", str(tmp_path)])
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads((tmp_path / "bench.json").read_text())
-    for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "sim_frames_per_s"):
+    for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "matmul_gflops_fp32_1_threads", "matmul_gflops_bf16_2_threads",
+                "sim_frames_per_s"):
         assert figures[key] > 0, key
 
 
@@ -77,7 +78,7 @@ def test_bench_model_sections_run_on_the_given_device_and_a_bad_one_fails_first(
     config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0",
                               num_steps=1)
     figures = {**bench_model(config, batches=(1, 2), peak={"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0},
-                             device="cpu"),
+                             device="cpu", denoiser_batches=(2,)),
                **bench_train(config, batch=2, steps=1, device="cpu"),
                **bench_dream(WorldModel(config), num_envs=(1, 2), steps=1, device="cpu")}
     for key in ("imagined_frames_per_s_b2", "denoiser_gflops_b2", "denoiser_fraction_of_peak", "train_samples_per_s",

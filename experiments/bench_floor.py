@@ -1,0 +1,97 @@
+"""Bench section ``floor``: how far one planner decision is from the matmul floor, per torch thread count.
+
+The floor of a decision is the time its imagination would take at the bf16 matmul peak: decision FLOPs / the bf16
+peak measured with the same number of torch threads as the decision. Decision FLOPs are counted by torch's
+``FlopCounterMode`` (as ``bench.denoiser_flops`` counts the denoiser) around one imagination call of the planner's
+own dynamics, on the batch it plans with (``candidates`` sequences of ``horizon x action_repeat`` actions: that many
+frames, each ``num_steps`` denoiser calls at batch ``candidates``), times ``iterations``.
+
+The latency is that of CEM with the keypoint cost at the budget given (default ``PlannerConfig()``, one Euler step as
+``PlanEvalConfig``), built and run by ``plan_workers.EpisodeRunner`` exactly as one evaluation worker runs it: one
+short episode per thread count, the first ``warmup`` decisions discarded, the median of the next ``decisions``.
+Without a trained run the default 32x32 world model with fresh weights is used (imagination costs the same whatever
+the weights).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from worldvid.agents import History, PlannerConfig
+from worldvid.device import resolve_device
+from worldvid.experiments.bench import matmul_peak, torch_threads
+from worldvid.experiments.bench_plan import BENCH_ENV, model_folder
+from worldvid.experiments.plan_config import PlanEvalConfig, validate
+from worldvid.experiments.plan_workers import EpisodeRunner
+
+
+def decision_flops(runner: EpisodeRunner) -> int:
+    """FLOPs of the imagination in one decision of ``runner``'s (model-based) planner: ``iterations`` calls of its
+    dynamics on actions float32 [candidates, horizon x action_repeat, A], counted by ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    planner = runner.planner
+    c = planner.config
+    observation, _ = runner.env.reset(seed=0)
+    history = History.start(observation, runner.context, planner.action_dim)
+    actions = torch.zeros(c.candidates, c.horizon * c.action_repeat, planner.action_dim)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        planner.dynamics.imagine(history, actions)  # FLOPs do not depend on the values
+    return c.iterations * counter.get_total_flops()
+
+
+def decision_latencies(runner: EpisodeRunner, threads: int, warmup: int) -> np.ndarray:
+    """Seconds of each decision after the first ``warmup`` of one episode (seed ``config.seed``) of ``runner``,
+    float [D], run with ``threads`` torch threads (the previous count is restored)."""
+    with torch_threads(threads):
+        latencies = runner.run(0).latency_s[warmup:]
+    if not len(latencies):
+        raise RuntimeError(f"the bench episode ended after {warmup} decision(s) or fewer: no decision left to time")
+    return latencies
+
+
+def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, threads: tuple[int, ...] = (1, 2),
+                decisions: int = 5, warmup: int = 2, planner_config: PlannerConfig | None = None,
+                peak: dict[str, float] | None = None, device: str | None = None) -> dict[str, float]:
+    """One CEM decision (keypoint cost) against its matmul floor, with each thread count of ``threads``; the model (a
+    run or model folder; None: the default 32x32 config, fresh weights) on ``device`` (None: CUDA when present, else
+    CPU). The torch thread count is restored afterwards.
+
+    peak: ``bench_peak``'s figures; a missing ``matmul_gflops_bf16_<T>_threads`` is measured here.
+    Keys: ``decision_frames`` (candidates x horizon x action_repeat x iterations, the frames one decision imagines),
+    ``decision_denoise_steps`` (Euler steps per frame), ``decision_gflop`` (GFLOP of one decision's imagination),
+    ``decision_gflop_per_frame``; per thread count T: ``decision_s_cem_<T>_threads`` (median seconds per decision),
+    and on the CPU ``decision_floor_s_<T>_threads`` (decision_gflop / matmul_gflops_bf16_<T>_threads) and
+    ``decision_vs_floor_<T>_threads`` (latency / floor). On CUDA there is no floor: the peaks are the CPU's.
+    """
+    config = planner_config or PlannerConfig()
+    out: dict[str, float] = {}
+    with model_folder(model, env_id) as folder:
+        run = PlanEvalConfig(env_id=env_id, planner="cem", cost="keypoint", model=folder, episodes=1,
+                             max_steps=warmup + decisions, stop_on_success=False, planner_config=config, device=device)
+        size, loaded = validate(run)
+        runner = EpisodeRunner(run, size, loaded)  # leaves the thread count alone; each measurement sets its own
+        try:
+            frames = config.candidates * config.horizon * config.action_repeat * config.iterations
+            gflop = decision_flops(runner) / 1e9
+            out.update(decision_frames=float(frames), decision_gflop=gflop, decision_gflop_per_frame=gflop / frames,
+                       decision_denoise_steps=float(run.num_steps or loaded.config.num_steps))
+            for t in threads:
+                out[f"decision_s_cem_{t}_threads"] = float(np.median(decision_latencies(runner, t, warmup)))
+        finally:
+            runner.env.close()
+    if resolve_device(device).type != "cpu":
+        return out
+    for t in threads:
+        key = f"matmul_gflops_bf16_{t}_threads"
+        if peak is None or key not in peak:
+            with torch_threads(t):
+                out[key] = matmul_peak(torch.bfloat16)
+        floor = gflop / (out[key] if key in out else peak[key])
+        out[f"decision_floor_s_{t}_threads"] = floor
+        out[f"decision_vs_floor_{t}_threads"] = out[f"decision_s_cem_{t}_threads"] / floor
+    return out

@@ -1,0 +1,76 @@
+"""Bench's thread-count figures: matmul peaks with 1 and 2 threads, one decision's FLOPs, floor and latency."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from worldvid.model import WorldModel, WorldModelConfig
+
+
+@pytest.fixture
+def odd_threads():
+    """A torch thread count no section uses (3), so a restored count is told apart from one left behind."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(previous)
+
+
+def positive_finite(figures: dict[str, float], keys: list[str]) -> None:
+    for key in keys:
+        assert key in figures, key
+        assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
+
+
+def test_peak_with_each_thread_count_restores_the_count(odd_threads):
+    from worldvid.experiments.bench import bench_peak
+
+    figures = bench_peak(threads=(1, 2), n=64, repeats=1)
+    positive_finite(figures, [f"matmul_gflops_{d}{t}" for d in ("fp32", "bf16")
+                              for t in ("", "_1_threads", "_2_threads")])
+    assert torch.get_num_threads() == odd_threads
+
+
+def test_decision_flops_floor_and_latency_per_thread_count(tmp_path, odd_threads):
+    from worldvid.agents import PlannerConfig
+    from worldvid.experiments.bench import denoiser_flops
+    from worldvid.experiments.bench_floor import bench_floor
+
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0")
+    model = WorldModel(config)
+    model.save_pretrained(tmp_path / "model")
+    budget = PlannerConfig(candidates=4, horizon=2, iterations=2, elites=2)
+    peak = {"matmul_gflops_bf16_1_threads": 3.0}  # the 2-thread peak is left for the section to measure
+    figures = bench_floor(tmp_path / "model", decisions=2, warmup=1, planner_config=budget, peak=peak, device="cpu")
+
+    assert torch.get_num_threads() == odd_threads
+    positive_finite(figures, ["decision_frames", "decision_gflop", "decision_gflop_per_frame", "decision_denoise_steps",
+                              "matmul_gflops_bf16_2_threads"]
+                    + [f"decision_{k}_{t}_threads" for k in ("s_cem", "floor_s", "vs_floor") for t in (1, 2)])
+    assert "matmul_gflops_bf16_1_threads" not in figures  # given, not measured again
+    assert figures["decision_frames"] == 4 * 2 * 2 and figures["decision_denoise_steps"] == 1  # PlanEvalConfig's
+    # candidates x horizon x iterations frames, each one Euler step of the denoiser at the planner's batch (4)
+    per_frame = denoiser_flops(model, 4) / 4 / 1e9
+    assert figures["decision_gflop_per_frame"] == pytest.approx(per_frame, rel=1e-9)
+    assert figures["decision_gflop"] == pytest.approx(16 * per_frame, rel=1e-9)
+    for t, bf16 in ((1, 3.0), (2, figures["matmul_gflops_bf16_2_threads"])):
+        floor = figures[f"decision_floor_s_{t}_threads"]
+        assert floor == pytest.approx(figures["decision_gflop"] / bf16, rel=1e-12)
+        assert figures[f"decision_vs_floor_{t}_threads"] == pytest.approx(figures[f"decision_s_cem_{t}_threads"] / floor,
+                                                                          rel=1e-12)
+
+
+def test_denoiser_share_of_peak_at_each_batch():
+    from worldvid.experiments.bench import bench_model, torch_threads
+
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), num_steps=1)
+    peak = {"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0}
+    with torch_threads(1):  # tiny ops with 2 threads crawl on 2 cores shared with another job
+        figures = bench_model(config, batches=(1,), peak=peak, device="cpu", denoiser_batches=(2, 4))
+    positive_finite(figures, ["denoiser_gflops_b2", "denoiser_gflops_b4", "denoiser_fraction_of_peak_b2",
+                              "denoiser_fraction_of_peak_b4", "denoiser_fraction_of_peak"])
+    assert figures["denoiser_fraction_of_peak"] == figures["denoiser_fraction_of_peak_b4"]  # the largest batch
+    assert figures["denoiser_fraction_of_peak_b2"] == figures["denoiser_gflops_b2"]  # a peak of 1 GFLOP/s
