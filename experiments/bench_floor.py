@@ -3,8 +3,9 @@
 The floor of a decision is the time its imagination would take at the bf16 matmul peak: decision FLOPs / the bf16
 peak measured with the same number of torch threads as the decision. Decision FLOPs are counted by torch's
 ``FlopCounterMode`` (as ``bench.denoiser_flops`` counts the denoiser) around one imagination call of the planner's
-own dynamics, on the batch it plans with (``candidates`` sequences of ``horizon x action_repeat`` actions: that many
-frames, each ``num_steps`` denoiser calls at batch ``candidates``), times ``iterations``.
+own dynamics per iteration, on the batch that iteration imagines (``candidates`` sequences of ``horizon x
+action_repeat`` actions, fewer with iCEM's ``population_decay``: that many frames, each ``num_steps`` denoiser calls at
+that batch).
 
 The latency is that of CEM with the keypoint cost at the budget given (default ``PlannerConfig()``, one Euler step as
 ``PlanEvalConfig``), built and run by ``plan_workers.EpisodeRunner`` exactly as one evaluation worker runs it: one
@@ -29,19 +30,24 @@ from worldvid.experiments.plan_workers import EpisodeRunner
 
 
 def decision_flops(runner: EpisodeRunner) -> int:
-    """FLOPs of the imagination in one decision of ``runner``'s (model-based) planner: ``iterations`` calls of its
-    dynamics on actions float32 [candidates, horizon x action_repeat, A], counted by ``FlopCounterMode``."""
+    """FLOPs of the imagination in one decision of ``runner``'s (model-based) planner: one call of its dynamics per
+    iteration on the batch that iteration imagines, actions float32 [population(i), horizon x action_repeat, A]
+    (``PlannerConfig.population``), counted by ``FlopCounterMode``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     planner = runner.planner
     c = planner.config
     observation, _ = runner.env.reset(seed=0)
     history = History.start(observation, runner.context, planner.action_dim)
-    actions = torch.zeros(c.candidates, c.horizon * c.action_repeat, planner.action_dim)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        planner.dynamics.imagine(history, actions)  # FLOPs do not depend on the values
-    return c.iterations * counter.get_total_flops()
+    per_batch: dict[int, int] = {}  # FLOPs do not depend on the values: each batch size is counted once
+    for iteration in range(c.iterations):
+        batch = c.population(iteration)
+        if batch not in per_batch:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                planner.dynamics.imagine(history, torch.zeros(batch, c.horizon * c.action_repeat, planner.action_dim))
+            per_batch[batch] = counter.get_total_flops()
+    return sum(per_batch[c.population(i)] for i in range(c.iterations))
 
 
 def decision_latencies(runner: EpisodeRunner, threads: int, warmup: int) -> np.ndarray:
@@ -62,7 +68,8 @@ def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV,
     CPU). The torch thread count is restored afterwards.
 
     peak: ``bench_peak``'s figures; a missing ``matmul_gflops_bf16_<T>_threads`` is measured here.
-    Keys: ``decision_frames`` (candidates x horizon x action_repeat x iterations, the frames one decision imagines),
+    Keys: ``decision_frames`` (the frames one decision imagines, ``PlannerConfig.imagined_per_decision``: candidates x
+    horizon x action_repeat x iterations at a fixed population),
     ``decision_denoise_steps`` (Euler steps per frame), ``decision_gflop`` (GFLOP of one decision's imagination),
     ``decision_gflop_per_frame``; per thread count T: ``decision_s_cem_<T>_threads`` (median seconds per decision),
     and on the CPU ``decision_floor_s_<T>_threads`` (decision_gflop / matmul_gflops_bf16_<T>_threads) and
@@ -76,7 +83,7 @@ def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV,
         size, loaded = validate(run)
         runner = EpisodeRunner(run, size, loaded)  # leaves the thread count alone; each measurement sets its own
         try:
-            frames = config.candidates * config.horizon * config.action_repeat * config.iterations
+            frames = config.imagined_per_decision
             gflop = decision_flops(runner) / 1e9
             out.update(decision_frames=float(frames), decision_gflop=gflop, decision_gflop_per_frame=gflop / frames,
                        decision_denoise_steps=float(run.num_steps or loaded.config.num_steps))

@@ -19,6 +19,14 @@ def odd_threads():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def tiny_model(tmp_path):
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0")
+    model = WorldModel(config)
+    model.save_pretrained(tmp_path / "model")
+    return model, tmp_path / "model"
+
+
 def positive_finite(figures: dict[str, float], keys: list[str]) -> None:
     for key in keys:
         assert key in figures, key
@@ -34,17 +42,15 @@ def test_peak_with_each_thread_count_restores_the_count(odd_threads):
     assert torch.get_num_threads() == odd_threads
 
 
-def test_decision_flops_floor_and_latency_per_thread_count(tmp_path, odd_threads):
+def test_decision_flops_floor_and_latency_per_thread_count(tiny_model, odd_threads):
     from worldvid.agents import PlannerConfig
     from worldvid.experiments.bench import denoiser_flops
     from worldvid.experiments.bench_floor import bench_floor
 
-    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0")
-    model = WorldModel(config)
-    model.save_pretrained(tmp_path / "model")
+    model, folder = tiny_model
     budget = PlannerConfig(candidates=4, horizon=2, iterations=2, elites=2)
     peak = {"matmul_gflops_bf16_1_threads": 3.0}  # the 2-thread peak is left for the section to measure
-    figures = bench_floor(tmp_path / "model", decisions=2, warmup=1, planner_config=budget, peak=peak, device="cpu")
+    figures = bench_floor(folder, decisions=2, warmup=1, planner_config=budget, peak=peak, device="cpu")
 
     assert torch.get_num_threads() == odd_threads
     positive_finite(figures, ["decision_frames", "decision_gflop", "decision_gflop_per_frame", "decision_denoise_steps",
@@ -61,6 +67,21 @@ def test_decision_flops_floor_and_latency_per_thread_count(tmp_path, odd_threads
         assert floor == pytest.approx(figures["decision_gflop"] / bf16, rel=1e-12)
         assert figures[f"decision_vs_floor_{t}_threads"] == pytest.approx(figures[f"decision_s_cem_{t}_threads"] / floor,
                                                                           rel=1e-12)
+
+
+def test_decision_flops_follow_a_decaying_population(tiny_model):
+    from worldvid.agents import PlannerConfig
+    from worldvid.experiments.bench import denoiser_flops
+    from worldvid.experiments.bench_floor import decision_flops
+    from worldvid.experiments.plan_config import PlanEvalConfig, validate
+    from worldvid.experiments.plan_workers import EpisodeRunner
+
+    model, folder = tiny_model
+    budget = PlannerConfig(candidates=8, horizon=2, iterations=3, elites=2, population_decay=0.5)  # 8, 4, 2 drawn
+    run = PlanEvalConfig(env_id="worldvid/PointReach-v0", model=str(folder), planner_config=budget, device="cpu")
+    runner = EpisodeRunner(run, *validate(run))
+    assert decision_flops(runner) == 2 * sum(denoiser_flops(model, n) for n in (8, 4, 2))  # horizon x 1 Euler step
+    runner.env.close()
 
 
 def test_denoiser_share_of_peak_at_each_batch():
