@@ -70,7 +70,7 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def bench_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, repeats: int = 5) -> dict[str, float]:
+def bench_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, repeats: int = 20) -> dict[str, float]:
     """Torch matmul peak, fp32 and bf16: at this process's thread count (``matmul_gflops_<dtype>``) and with each
     count of ``threads`` (``matmul_gflops_<dtype>_<T>_threads``), the ceiling the ``floor`` section divides by."""
     current = torch.get_num_threads()
