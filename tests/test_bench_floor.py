@@ -95,3 +95,15 @@ def test_denoiser_share_of_peak_at_each_batch():
                               "denoiser_fraction_of_peak_b4", "denoiser_fraction_of_peak"])
     assert figures["denoiser_fraction_of_peak"] == figures["denoiser_fraction_of_peak_b4"]  # the largest batch
     assert figures["denoiser_fraction_of_peak_b2"] == figures["denoiser_gflops_b2"]  # a peak of 1 GFLOP/s
+
+
+def test_budgets_are_timed_side_by_side_with_their_frames(tiny_model, odd_threads):
+    from worldvid.agents import PlannerConfig
+    from worldvid.experiments.bench_budgets import time_budgets
+
+    budgets = {"fixed": PlannerConfig(candidates=8, horizon=2, iterations=2, elites=2),
+               "icem": PlannerConfig(candidates=8, horizon=2, iterations=2, elites=2, population_decay=0.5, keep_elites=2)}
+    result = time_budgets("worldvid/PointReach-v0", str(tiny_model[1]), budgets, rounds=1, decisions=1)
+    assert result["fixed"]["frames"] == 32 and result["icem"]["frames"] == 24
+    positive_finite({k: v["s_per_decision_median"] for k, v in result.items()}, list(result))
+    assert torch.get_num_threads() == 3  # the thread count is restored
