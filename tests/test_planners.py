@@ -329,3 +329,22 @@ def test_mpc_executes_k_actions_per_decision_and_rejects_bad_k():
     assert result.steps == 7 and result.decision_steps.tolist() == [0, 3, 6]
     with pytest.raises(ValueError, match="execute"):
         run_episode(env, planner, 0, execute=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_model_planner_runs_on_cuda_like_on_the_cpu():
+    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id=POINT, num_steps=1)
+    torch.manual_seed(0)
+    cpu_model = WorldModel(config).eval()
+    cuda_model = WorldModel(config).eval().to("cuda")
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    env = make_pixel_env(POINT, 16)
+    results = []
+    for model in (cpu_model, cuda_model):
+        planner = make_planner("cem", WorldModelDynamics(model, num_steps=1), make_cost("keypoint", POINT), LOW, HIGH,
+                               PlannerConfig(candidates=8, horizon=3, iterations=2, elites=2))
+        results.append(run_episode(env, planner, 3, max_steps=4, stop_on_success=False))
+    cpu, cuda = results
+    assert cuda.actions.shape == cpu.actions.shape == (4, 2) and np.isfinite(cuda.actions).all()
+    assert (np.abs(cuda.actions) <= 1).all()
+    assert cuda.imagined.dtype == np.uint8 and cuda.imagined.shape == cpu.imagined.shape
