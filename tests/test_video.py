@@ -117,8 +117,8 @@ def test_render_command_writes_videos_and_psnr(tmp_path) -> None:
 
 def test_a_killed_writers_temporary_video_is_removed_by_the_next_write(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".clip.tmp-{int(dead.stdout)}.mp4"
-    live = tmp_path / f".clip.tmp-{os.getppid()}.mp4"  # a running writer's (our parent process is alive)
+    stale = tmp_path / f".clip.mp4.tmp{int(dead.stdout)}"
+    live = tmp_path / f".clip.mp4.tmp{os.getppid()}"  # a running writer's (our parent process is alive)
     stale.write_bytes(b"half a video")
     live.write_bytes(b"still being written")
     write_video(tmp_path / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8))

@@ -8,16 +8,35 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
+"""The form of ``temporary_name``'s names, ``.NAME.tmp<pid>`` (group 1: the writer's pid)."""
+
+
 def temporary_name(path: str | os.PathLike) -> Path:
     """A per-process temporary name beside ``path`` (hidden, ends in ``.tmp<pid>``)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the files in ``folder`` named like ``temporary_name``'s whose writer no longer runs (or is this
+    process, which is not writing them now: its writes clean up after themselves); returns what was removed."""
+    from worldvid.locks import pid_alive
+
+    removed = []
+    for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        match = TEMPORARY.match(entry.name)
+        if match and entry.is_file() and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def fsync_path(path: str | os.PathLike) -> None:

@@ -16,16 +16,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
-from worldvid.atomic import write_json_atomic
+from worldvid.atomic import remove_dead_temporaries, write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, CheckpointError
-from worldvid.locks import folder_lock, pid_alive
+from worldvid.locks import folder_lock
 from worldvid.model.pretrained import CONFIG_NAME as MODEL_CONFIG
 from worldvid.model.pretrained import folder_to_read, recover_folder, remove_stale_leftovers
 
@@ -39,8 +38,6 @@ TRAIN_CONFIG = "train_config.json"
 MODEL_DIR = "model"
 METRICS_CSV = "metrics.csv"
 METRICS_JSONL = "metrics.jsonl"
-_ATOMIC_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
-"""``worldvid.atomic.temporary_name``'s form, ``.NAME.tmpPID``."""
 Config = TypeVar("Config")
 
 
@@ -145,13 +142,7 @@ class RunFolder:
         """Put back a model folder a kill left between its two renames, then remove the temporary files and
         folders of writers that no longer run; returns what was removed."""
         recover_folder(self.model_path)
-        removed = remove_stale_leftovers(self.model_path)
-        for entry in self.path.iterdir() if self.path.is_dir() else ():
-            match = _ATOMIC_TEMPORARY.match(entry.name)
-            if match and entry.is_file() and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-        return removed
+        return remove_stale_leftovers(self.model_path) + remove_dead_temporaries(self.path)
 
     def check_same_data(self, records: list[dict[str, Any]]) -> None:
         """A resumed run must read what it started on: ValueError when the stores (``records``: [{"data":

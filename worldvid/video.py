@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from worldvid.atomic import remove_dead_temporaries, temporary_name
+
 VIDEO_SUFFIXES = (".mp4", ".gif")
 """File types ``write_video`` knows, by suffix."""
 
@@ -131,16 +133,6 @@ def _pad_to_block(frames: np.ndarray, block: int = MACRO_BLOCK) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)))
 
 
-def _remove_dead_writers_temporaries(path: Path) -> None:
-    """Delete the temporaries of ``path`` that a killed writer (a pid no longer running) left behind."""
-    from worldvid.locks import pid_alive
-
-    for leftover in path.parent.glob(f".{path.stem}.tmp-*{path.suffix}"):
-        pid = leftover.name[len(f".{path.stem}.tmp-"):-len(path.suffix) or None]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-
-
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10, quality: float = 9) -> Path:
     """Write frames uint8 [T, H, W, 3] to ``path`` (.mp4 or .gif, by suffix), atomically; returns the path.
 
@@ -158,8 +150,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10, qu
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_writers_temporaries(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{suffix}")
+    remove_dead_temporaries(path.parent)  # what killed writers left
+    tmp = temporary_name(path)
     try:
         if suffix == ".gif":
             import imageio.v3 as iio
@@ -174,7 +166,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10, qu
                 str(tmp), (width, height), fps=fps, codec="libx264", quality=quality,
                 macro_block_size=MACRO_BLOCK, ffmpeg_log_level="error",
                 # nearest-neighbour chroma subsampling: a flat 2x2 block (any even upscale) keeps its exact colour
-                output_params=["-sws_flags", "neighbor+accurate_rnd+full_chroma_int"],
+                output_params=["-sws_flags", "neighbor+accurate_rnd+full_chroma_int", "-f", "mp4"],  # tmp: no .mp4
             )
             writer.send(None)
             for frame in frames:

@@ -28,10 +28,9 @@ from worldvid.atomic import write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-TMP_SUFFIX = ".tmp"
 _TEMPORARY = re.compile(r"\.?(shard_\d+\.h5|manifest\.json)\.tmp\d+")
-"""Temporary names of this module's writers: ``shard_00001.h5.tmp<pid>`` and ``worldvid.atomic``'s
-``.manifest.json.tmp<pid>``."""
+"""Temporary names of the store's writers, ``worldvid.atomic.temporary_name``'s ``.shard_00001.h5.tmp<pid>`` and
+``.manifest.json.tmp<pid>`` (and ``shard_00001.h5.tmp<pid>``, without the dot, of stores written before)."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

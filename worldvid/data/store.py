@@ -25,10 +25,10 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from worldvid.atomic import fsync_path
+from worldvid.atomic import fsync_path, temporary_name
 from worldvid.data.episode import Episode
 # StoreSpec, shard_name, FORMAT_VERSION and the errors live in worldvid.data.manifest and are re-exported here.
-from worldvid.data.manifest import (FORMAT_VERSION, MANIFEST, TMP_SUFFIX, Manifest, ManifestError, StoreError,
+from worldvid.data.manifest import (FORMAT_VERSION, MANIFEST, Manifest, ManifestError, StoreError,  # noqa: F401
                                     StoreMismatchError, StoreSpec, episode_group, file_digest, first_line,
                                     is_temporary, read_manifest, shard_name, write_manifest)
 from worldvid.data.shard import OPTIONAL_ARRAYS, REQUIRED_ARRAYS, check_matches_spec, write_shard_file
@@ -141,7 +141,7 @@ class EpisodeStore:
         for offset, ep in enumerate(episodes):
             check_matches_spec(ep, spec, expected_seed=spec.seed + first + offset)
         path = self.root / shard_name(index)
-        tmp = path.with_name(f"{path.name}{TMP_SUFFIX}{os.getpid()}")
+        tmp = temporary_name(path)
         try:
             write_shard_file(tmp, spec, first, episodes)
             fsync_path(tmp)
