@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic episodes, and one local Ray instance for the whole session."""
+"""Shared fixtures: tiny synthetic episodes, a tiny real PointReach store with the tiny training settings that
+go with it (``from conftest import TINY, fast, tiny_config``), and one local Ray instance for the whole session."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ import numpy as np
 import pytest
 
 from worldvid.data.episode import Episode
+from worldvid.model import WorldModelConfig
+from worldvid.train import TrainConfig
+
+TINY = dict(block_channels=(8, 16), time_embed_dim=32, action_embed_dim=32, num_steps=1)
+"""A world model small enough to train in seconds on the store below."""
+
+
+def tiny_config() -> WorldModelConfig:
+    """The TINY world model for the 16 px PointReach store (``store_dir``)."""
+    return WorldModelConfig(action_dim=2, frame_size=16, env_id="worldvid/PointReach-v0", **TINY)
+
+
+def fast(steps: int, **kw) -> TrainConfig:
+    """A training config of ``steps`` steps for the tiny store (checkpoints every 3 steps); ``kw`` overrides."""
+    return TrainConfig(**{"steps": steps, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1,
+                          "held_out_fraction": 0.2, **kw})
 
 
 def make_episode(steps: int = 7, size: int = 8, action_dim: int = 2, seed: int = 0, env_id: str = "test/Fake-v0") -> Episode:
@@ -24,6 +41,16 @@ def make_episode(steps: int = 7, size: int = 8, action_dim: int = 2, seed: int =
         policy="test",
         success=np.arange(steps) >= steps - 2,
     )
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory):
+    """6 PointReach episodes at 16 px in shards of 3 (read only: tests that damage a store copy it first)."""
+    from worldvid.data.collect import collect
+
+    out = tmp_path_factory.mktemp("data") / "point16"
+    collect("worldvid/PointReach-v0", 6, out, size=16, episodes_per_shard=3, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

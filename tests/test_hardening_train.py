@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import fast, tiny_config
 from worldvid.checkpoint import TRAINING_STATE, CheckpointError, load_training_state, save_training_state
 from worldvid.data.collect import collect
 from worldvid.locks import FolderLockedError
@@ -31,25 +32,8 @@ from worldvid.optim import MetricsLog, read_metrics
 from worldvid.run_folder import RunFolder
 from worldvid.train import TrainConfig, train
 
-TINY = dict(block_channels=(8, 16), time_embed_dim=32, action_embed_dim=32, num_steps=1)
 TINY_FLAGS = ["--channels", "8", "16", "--time-embed-dim", "32", "--action-embed-dim", "32", "--denoise-steps", "1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "point16"
-    collect("worldvid/PointReach-v0", 6, out, size=16, episodes_per_shard=3, progress=False)
-    return out
-
-
-def tiny_config() -> WorldModelConfig:
-    return WorldModelConfig(action_dim=2, frame_size=16, env_id="worldvid/PointReach-v0", **TINY)
-
-
-def fast(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(**{"steps": steps, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1,
-                          "held_out_fraction": 0.2, **kw})
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,31 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_episode
+from tests.conftest import TINY, fast, make_episode, tiny_config
 import worldvid.train
 from worldvid.checkpoint import CheckpointError
 from worldvid.data.collect import collect
 from worldvid.data.store import EpisodeStore, StoreSpec
 from worldvid.evaluate import cut_windows
 from worldvid.model import WorldModel, WorldModelConfig
-from worldvid.train import TrainConfig, TrainingDivergedError, train
-
-TINY = dict(block_channels=(8, 16), time_embed_dim=32, action_embed_dim=32, num_steps=1)
-
-
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "point16"
-    collect("worldvid/PointReach-v0", 6, out, size=16, episodes_per_shard=3, progress=False)
-    return out
-
-
-def tiny_config() -> WorldModelConfig:
-    return WorldModelConfig(action_dim=2, frame_size=16, env_id="worldvid/PointReach-v0", **TINY)
-
-
-def fast(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=4, warmup_steps=2, checkpoint_every=3, log_every=1, held_out_fraction=0.2, **kw)
+from worldvid.train import TrainingDivergedError, train
 
 
 def weights(run) -> dict[str, torch.Tensor]:
