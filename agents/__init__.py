@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldvid.agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner, WorldModelDynamics
+from worldvid.agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner
 from worldvid.agents.cem import CEMPlanner
-from worldvid.agents.mpc import EpisodeResult, run_episode, summarize_episodes, wilson_interval
+from worldvid.agents.lockstep import plan_together
+from worldvid.agents.mpc import EpisodeResult, run_episode, run_lockstep, summarize_episodes, wilson_interval
 from worldvid.agents.mppi import MPPIPlanner
 from worldvid.agents.oracle import SimulatorDynamics
 from worldvid.agents.random_shooting import RandomPlanner, RandomShootingPlanner
+from worldvid.agents.world_model_dynamics import WorldModelDynamics
 from worldvid.costs import Cost
 
 PLANNERS: dict[str, type[SamplingPlanner]] = {"cem": CEMPlanner, "mppi": MPPIPlanner, "shooting": RandomShootingPlanner}
@@ -37,5 +39,5 @@ def make_planner(name: str, dynamics: Dynamics | None, cost: Cost | None, action
 __all__ = [
     "PLANNERS", "PLANNER_NAMES", "CEMPlanner", "Dynamics", "EpisodeResult", "History", "MPPIPlanner", "Plan",
     "Planner", "PlannerConfig", "RandomPlanner", "RandomShootingPlanner", "SamplingPlanner", "SimulatorDynamics",
-    "WorldModelDynamics", "make_planner", "run_episode", "summarize_episodes", "wilson_interval",
+    "WorldModelDynamics", "make_planner", "plan_together", "run_episode", "run_lockstep", "summarize_episodes", "wilson_interval",
 ]

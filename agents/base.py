@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -110,37 +110,37 @@ class Planner(Protocol):
         ...
 
 
-# ---------------------------------------------------------------------------- world model dynamics
-class WorldModelDynamics:
-    """Imagination by ``WorldModel.rollout``: every candidate of a call in one batch, one generator.
+# ---------------------------------------------------------------------------- one search, step by step
+@dataclass
+class Imagine:
+    """What a planner's search asks for: ``dynamics`` imagines the candidates ``actions`` float32 [N, T, A] from
+    ``history``; last_only: only the frame each candidate ends in (``imagine_last``, uint8 [N, 1, h, w, 3])."""
 
-    ``num_steps`` overrides the model's denoising steps. The frames stay on the model's device.
-    """
+    dynamics: Dynamics
+    history: History
+    actions: Tensor
+    last_only: bool = False
 
-    def __init__(self, model, num_steps: int | None = None, seed: int = 0) -> None:
-        self.model = model
-        self.num_steps = num_steps
-        self.calls = 0
-        self.generator = torch.Generator(device=model.device)
-        self.reset(seed)
+    def run(self) -> Tensor:
+        """The frames asked for, from this request's dynamics alone: uint8 [N, T (1 if last_only), h, w, 3]."""
+        if self.last_only:
+            return self.dynamics.imagine_last(self.history, self.actions)  # type: ignore[attr-defined]
+        return self.dynamics.imagine(self.history, self.actions)
 
-    @property
-    def context(self) -> int:
-        """K, the context frames the model needs."""
-        return int(self.model.config.context)
 
-    def reset(self, seed: int) -> None:
-        self.generator.manual_seed(int(seed))
-        self.calls = 0
+Search = Generator[Imagine, Tensor, "Plan"]
+"""One decision's search as a generator: it yields each ``Imagine`` it needs, is sent the frames, returns the
+``Plan``. ``run_search`` answers it alone; ``worldvid.agents.lockstep.plan_together`` answers several at once."""
 
-    def imagine(self, history: History, actions: Tensor) -> Tensor:
-        """actions float32 [N, H, A] -> uint8 [N, H, h, w, 3] on the model's device (one rollout call)."""
-        device = self.model.device
-        frames = torch.from_numpy(history.frames)[None].to(device)
-        past = torch.from_numpy(history.actions)[None].to(device)
-        self.calls += 1
-        return self.model.rollout(frames, past, torch.as_tensor(actions, dtype=torch.float32).to(device),
-                                  generator=self.generator, num_steps=self.num_steps)
+
+def run_search(search: Search) -> Plan:
+    """Drive one search to its ``Plan``, answering each request with its own dynamics."""
+    try:
+        request = next(search)
+        while True:
+            request = search.send(request.run())
+    except StopIteration as done:
+        return done.value
 
 
 # ---------------------------------------------------------------------------- shared planner loop
@@ -283,6 +283,11 @@ class SamplingPlanner:
         Returns a ``Plan``: actions float32 [horizon x action_repeat, A] (each planned action repeated), the best
         candidate's imagined video, its cost, the imagination calls made (``iterations``) and the wall time.
         """
+        return run_search(self.search(history, goal_frame, shift))
+
+    def search(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Search:
+        """``plan`` as a generator (``Search``): yields each imagination it needs instead of making it, so that
+        several episodes' searches can share one batched rollout (``worldvid.agents.lockstep``)."""
         goal = np.asarray(goal_frame)
         if goal.dtype != np.uint8 or goal.shape != history.frame_shape:
             raise ValueError(f"goal frame must be uint8 {history.frame_shape} like the observations, "
@@ -301,8 +306,7 @@ class SamplingPlanner:
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
             sequences = candidates.repeat_interleave(c.action_repeat, dim=1)
-            frames = (self.dynamics.imagine_last(history, sequences) if last_only
-                      else self.dynamics.imagine(history, sequences))
+            frames = yield Imagine(self.dynamics, history, sequences, last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             best = int(costs.argmin())
@@ -319,8 +323,8 @@ class SamplingPlanner:
         actions = self._result(state)
         self._previous = actions.clone()
         if last_only and state.best_actions is not None:
-            state.best_frames = self.dynamics.imagine(
-                history, state.best_actions[None].repeat_interleave(c.action_repeat, dim=1))[0]
+            state.best_frames = (yield Imagine(
+                self.dynamics, history, state.best_actions[None].repeat_interleave(c.action_repeat, dim=1)))[0]
         imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
         executed = actions.repeat_interleave(c.action_repeat, dim=0)
         return Plan(executed.numpy().astype(np.float32), imagined, state.best_cost,

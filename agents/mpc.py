@@ -6,12 +6,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 from worldvid.agents.base import History, Plan
+from worldvid.agents.lockstep import plan_together, search_of
 from worldvid.data.episode import Episode
 from worldvid.data.policies import expert_goal
 
@@ -116,77 +117,124 @@ class EpisodeResult:
                        success=None if self.step_success is None else self.step_success.astype(bool))
 
 
+class MPCEpisode:
+    """One goal-image episode, decision by decision: ``run_episode`` drives one, ``run_lockstep`` several at once.
+
+    Made by ``env.reset(seed=seed)`` (with ``goal_steps`` the goal is instead the state the task's expert reaches that
+    many steps after the start, ``worldvid.data.policies.expert_goal``); the planner is reset with ``seed``, so the
+    episode is a function of (env, planner, seed). Each decision plans from ``history`` (the last ``context``
+    frames and actions) toward ``goal`` with ``shift`` (steps executed since the previous plan); ``execute(plan,
+    latency)`` runs its first ``execute`` actions (fewer if the plan is shorter). ``done`` at the time limit (or
+    ``max_steps``), at termination, or at the first success when ``stop_on_success``.
+    """
+
+    def __init__(self, env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int = 1, context: int = 4,
+                 stop_on_success: bool = True, max_steps: int | None = None, keep_imagined: bool = True,
+                 goal_steps: int = 0) -> None:
+        if execute < 1:
+            raise ValueError(f"execute must be a positive number of actions, got {execute}")
+        observation, info = env.reset(seed=seed)
+        if goal_steps:
+            info = expert_goal(env, goal_steps, seed)
+        goal = info.get("goal_frame")
+        if goal is None:
+            raise ValueError(f"{env.spec.id if env.spec else env} gives no info['goal_frame']; planning needs a goal image")
+        self.goal = np.asarray(goal)
+        if self.goal.shape != observation.shape or self.goal.dtype != np.uint8:
+            raise ValueError(f"goal frame {self.goal.dtype} {self.goal.shape} does not match the observations "
+                             f"{observation.dtype} {observation.shape}")
+        self.limit = max_steps or (env.spec.max_episode_steps if env.spec else None)
+        if self.limit is None:
+            raise ValueError("the env has no time limit; pass max_steps")
+        planner.reset(seed)
+        self.env, self.planner, self.seed, self.execute_count = env, planner, int(seed), execute
+        self.stop_on_success, self.keep_imagined = stop_on_success, keep_imagined
+        self.action_dim = int(np.prod(env.action_space.shape))
+        self.history = History.start(observation, context, self.action_dim)
+        self.frames, self.actions = [observation], []
+        self.steps, self.latency, self.calls, self.imagined = [], [], [], []
+        self.rewards, self.terms, self.truncs, self.step_success = [], [], [], []
+        self.success, self.first_success = bool(info.get("success", False)), None
+        self.distance, self.info = float(info.get("state_distance", np.nan)), info
+        self.shift, self.t, self.ended = 0, 0, False
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.t >= self.limit or (self.stop_on_success and self.success)
+
+    def execute(self, plan: Plan, latency_s: float) -> None:
+        """Record one decision (its ``plan`` and wall time) and run its first actions in the env."""
+        self.latency.append(latency_s)
+        self.steps.append(self.t)
+        self.calls.append(plan.model_calls)
+        if self.keep_imagined and plan.imagined is not None:
+            self.imagined.append(plan.imagined)
+        self.shift = 0
+        for action in plan.actions[:self.execute_count]:
+            observation, reward, terminated, truncated, info = self.env.step(action)
+            self.history = self.history.push(action, observation)
+            self.frames.append(observation)
+            self.actions.append(np.asarray(action, np.float32))
+            self.t, self.shift, self.info = self.t + 1, self.shift + 1, info
+            self.success, self.distance = bool(info.get("success", False)), float(info.get("state_distance", np.nan))
+            self.rewards.append(float(reward))
+            self.terms.append(bool(terminated))
+            self.truncs.append(bool(truncated))
+            self.step_success.append(self.success)
+            if self.success and self.first_success is None:
+                self.first_success = self.t
+            self.ended = bool(terminated or truncated)
+            if self.done:
+                break
+
+    def result(self) -> EpisodeResult:
+        """The episode so far as an ``EpisodeResult``."""
+        return EpisodeResult(
+            seed=self.seed, success=self.success, first_success_step=self.first_success,
+            final_distance=self.distance,
+            actions=np.asarray(self.actions, np.float32).reshape(len(self.actions), self.action_dim),
+            frames=np.stack(self.frames), goal_frame=self.goal, decision_steps=np.asarray(self.steps, np.int64),
+            latency_s=np.asarray(self.latency), model_calls=np.asarray(self.calls, np.float64),
+            imagined=np.stack(self.imagined) if self.imagined else None,
+            rewards=np.asarray(self.rewards, np.float32), terminated=np.asarray(self.terms, bool),
+            truncated=np.asarray(self.truncs, bool), step_success=np.asarray(self.step_success, bool),
+            final_info={k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for k, v in self.info.items()
+                        if k not in ("success", "state_distance")
+                        and isinstance(v, (bool, int, float, np.bool_, np.number))},
+        )
+
+
 def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int = 1, context: int = 4,
                 stop_on_success: bool = True, max_steps: int | None = None,
                 keep_imagined: bool = True, goal_steps: int = 0) -> EpisodeResult:
-    """Run one goal-image episode from ``env.reset(seed=seed)`` with receding-horizon planning.
-
-    Every decision plans from the last ``context`` frames and actions (``History``) toward ``info["goal_frame"]``
-    and executes the first ``execute`` actions of the plan (fewer if the plan is shorter). The planner is reset
-    with ``seed`` first, so the episode is a function of (env, planner, seed). Stops at the time limit (or
-    ``max_steps``), or at the first success when ``stop_on_success``. With ``goal_steps`` the goal is instead the
-    state the task's expert reaches that many steps after the start (``worldvid.data.policies.expert_goal``).
-    """
-    if execute < 1:
-        raise ValueError(f"execute must be a positive number of actions, got {execute}")
-    observation, info = env.reset(seed=seed)
-    if goal_steps:
-        info = expert_goal(env, goal_steps, seed)
-    goal = info.get("goal_frame")
-    if goal is None:
-        raise ValueError(f"{env.spec.id if env.spec else env} gives no info['goal_frame']; planning needs a goal image")
-    goal = np.asarray(goal)
-    if goal.shape != observation.shape or goal.dtype != np.uint8:
-        raise ValueError(f"goal frame {goal.dtype} {goal.shape} does not match the observations "
-                         f"{observation.dtype} {observation.shape}")
-    limit = max_steps or (env.spec.max_episode_steps if env.spec else None)
-    if limit is None:
-        raise ValueError("the env has no time limit; pass max_steps")
-    planner.reset(seed)
-    action_dim = int(np.prod(env.action_space.shape))
-    history = History.start(observation, context, action_dim)
-    frames, actions = [observation], []
-    steps, latency, calls, imagined = [], [], [], []
-    rewards, terms, truncs, step_success = [], [], [], []
-    success, first_success, distance = bool(info.get("success", False)), None, float(info.get("state_distance", np.nan))
-    shift, t, terminated, truncated = 0, 0, False, False
-    while t < limit and not (stop_on_success and success):
+    """Run one goal-image episode from ``env.reset(seed=seed)`` with receding-horizon planning (``MPCEpisode``):
+    every decision plans from the last ``context`` frames and actions toward ``info["goal_frame"]`` and executes the
+    first ``execute`` actions of the plan."""
+    episode = MPCEpisode(env, planner, seed, execute=execute, context=context, stop_on_success=stop_on_success,
+                         max_steps=max_steps, keep_imagined=keep_imagined, goal_steps=goal_steps)
+    while not episode.done:
         start = time.perf_counter()
-        plan = planner.plan(history, goal, shift=shift)
-        latency.append(time.perf_counter() - start)
-        steps.append(t)
-        calls.append(plan.model_calls)
-        if keep_imagined and plan.imagined is not None:
-            imagined.append(plan.imagined)
-        shift = 0
-        for action in plan.actions[:execute]:
-            observation, reward, terminated, truncated, info = env.step(action)
-            history = history.push(action, observation)
-            frames.append(observation)
-            actions.append(np.asarray(action, np.float32))
-            t, shift = t + 1, shift + 1
-            success, distance = bool(info.get("success", False)), float(info.get("state_distance", np.nan))
-            rewards.append(float(reward))
-            terms.append(bool(terminated))
-            truncs.append(bool(truncated))
-            step_success.append(success)
-            if success and first_success is None:
-                first_success = t
-            if terminated or truncated or t >= limit or (stop_on_success and success):
-                break
-        if terminated or truncated:
-            break
-    return EpisodeResult(
-        seed=int(seed), success=success, first_success_step=first_success, final_distance=distance,
-        actions=np.asarray(actions, np.float32).reshape(len(actions), action_dim), frames=np.stack(frames),
-        goal_frame=goal, decision_steps=np.asarray(steps, np.int64), latency_s=np.asarray(latency),
-        model_calls=np.asarray(calls, np.float64),
-        imagined=np.stack(imagined) if imagined else None,
-        rewards=np.asarray(rewards, np.float32), terminated=np.asarray(terms, bool),
-        truncated=np.asarray(truncs, bool), step_success=np.asarray(step_success, bool),
-        final_info={k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for k, v in info.items()
-                    if k not in ("success", "state_distance") and isinstance(v, (bool, int, float, np.bool_, np.number))},
-    )
+        plan = planner.plan(episode.history, episode.goal, shift=episode.shift)
+        episode.execute(plan, time.perf_counter() - start)
+    return episode.result()
+
+
+def run_lockstep(envs: Sequence[gym.Env], planners: Sequence[PlanningAgent], seeds: Sequence[int],
+                 **options: Any) -> list[EpisodeResult]:
+    """Run len(seeds) episodes at once, episode b in ``envs[b]`` with ``planners[b]`` from seed ``seeds[b]``
+    (``options``: those of ``run_episode``): at each round every unfinished episode decides, their searches
+    driven together (``worldvid.agents.lockstep.plan_together``: one batched rollout per imagination step).
+    Each decision's latency is the round's wall time. Returns the results in the order of ``seeds``."""
+    if not len(envs) == len(planners) == len(seeds):
+        raise ValueError(f"need one env and one planner per seed, got {len(envs)}, {len(planners)}, {len(seeds)}")
+    episodes = [MPCEpisode(env, planner, seed, **options) for env, planner, seed in zip(envs, planners, seeds)]
+    while active := [e for e in episodes if not e.done]:
+        start = time.perf_counter()
+        plans = plan_together([search_of(e.planner, e.history, e.goal, e.shift) for e in active])
+        seconds = time.perf_counter() - start
+        for episode, plan in zip(active, plans):
+            episode.execute(plan, seconds)
+    return [episode.result() for episode in episodes]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:

@@ -30,7 +30,7 @@ def time_budgets(env_id: str, model_path: str, budgets: dict[str, PlannerConfig]
                  decisions: int = 3, seed: int = 5000) -> dict[str, dict[str, float]]:
     """{budget: {"s_per_decision_median", "frames"}} for CEM with each budget, one torch thread, interleaved."""
     from worldvid.agents import make_planner
-    from worldvid.agents.base import History, WorldModelDynamics
+    from worldvid.agents import History, WorldModelDynamics
     from worldvid.costs import make_cost
     from worldvid.envs.factory import make_pixel_env
     from worldvid.run_folder import RunFolder

@@ -90,7 +90,7 @@ def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV,
             for t in threads:
                 out[f"decision_s_cem_{t}_threads"] = float(np.median(decision_latencies(runner, t, warmup)))
         finally:
-            runner.env.close()
+            runner.close()
     if resolve_device(device).type != "cpu":
         return out
     for t in threads:

@@ -51,6 +51,9 @@ class PlanEvalConfig:
     steps after the start (DINO-WM's "N-step goal" set; ``worldvid.data.policies.expert_goal``)."""
     stop_on_success: bool = True
     """End an episode at its first success (success = reached the goal); else success is judged at the end."""
+    lockstep: int = 1
+    """Episodes one worker plans at once, their imagination batched (``worldvid.agents.run_lockstep``): more
+    episodes/s per core; each episode's plans equal those it gets alone up to batched rounding."""
     cpus_per_worker: float = 1.0
     """CPUs each worker reserves; also its torch thread count."""
     max_episode_retries: int = 3
@@ -86,7 +89,7 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
     from worldvid.device import resolve_device
     from worldvid.envs.factory import canonical_env_id, make_pixel_env
 
-    require_positive_ints(config, ("episodes", "workers", "execute"))
+    require_positive_ints(config, ("episodes", "workers", "execute", "lockstep"))
     require_positive_ints(config, ("max_steps",), optional=True)  # None: the task's time limit
     if config.planner not in PLANNER_NAMES:
         raise ValueError(f"unknown planner {config.planner!r}; choose one of {list(PLANNER_NAMES)}")

@@ -28,7 +28,7 @@ import torch
 
 from worldvid.agents import SimulatorDynamics, WorldModelDynamics, make_planner
 from worldvid.costs import make_cost
-from worldvid.agents.mpc import EpisodeResult, run_episode
+from worldvid.agents.mpc import EpisodeResult, run_lockstep
 from worldvid.device import resolve_device
 from worldvid.experiments.plan_config import PlanEvalConfig
 from worldvid.parallel import bounded_queue, explain, init_ray, reworded, worker_device
@@ -104,7 +104,8 @@ class FaultInjection:
 
 class EpisodeRunner:
     """One worker: an env, a planner (with its model replica, moved to ``config.device``, or the oracle); runs
-    episodes by index. ``faults``: see ``FaultInjection``."""
+    episodes by index, ``config.lockstep`` at a time at most (one env and planner per episode, one model).
+    ``faults``: see ``FaultInjection``."""
 
     def __init__(self, config: PlanEvalConfig, size: int, model: Any = None, threads: int | None = None,
                  faults: FaultInjection | None = None) -> None:
@@ -112,21 +113,26 @@ class EpisodeRunner:
 
         if threads is not None:
             torch.set_num_threads(threads)
-        self.config = config
-        self.faults = faults
-        self.env = make_pixel_env(config.env_id, size)
-        space = self.env.action_space
+        self.config, self.size, self.faults = config, size, faults
         if model is not None:
             model = model.to(resolve_device(config.device))  # validate loaded it on the CPU
-        dynamics: Any = None
-        if config.oracle:
-            dynamics = SimulatorDynamics(self.env)
-        elif model is not None:
-            dynamics = WorldModelDynamics(model, num_steps=config.num_steps)
+        self.model = model
         self.context = model.config.context if model is not None else 4
-        cost = None if config.planner == "random" else make_cost(
+        self.cost = None if config.planner == "random" else make_cost(  # shared: costs hold no episode state
             config.cost, config.env_id, cost_model=config.cost_model, device=resolve_device(config.device))
-        self.planner = make_planner(config.planner, dynamics, cost, space.low, space.high, config.planner_config)
+        self.env = make_pixel_env(config.env_id, size)
+        self.planner = self._planner_for(self.env)
+        self.slots: list[tuple[Any, Any]] = [(self.env, self.planner)]
+
+    def _planner_for(self, env: Any) -> Any:
+        c = self.config
+        dynamics: Any = None
+        if c.oracle:
+            dynamics = SimulatorDynamics(env)
+        elif self.model is not None:
+            dynamics = WorldModelDynamics(self.model, num_steps=c.num_steps)
+        return make_planner(c.planner, dynamics, self.cost, env.action_space.low, env.action_space.high,
+                            c.planner_config)
 
     def ready(self) -> bool:
         """True once constructed (a Ray actor answers this when it has started)."""
@@ -134,16 +140,49 @@ class EpisodeRunner:
 
     def run(self, index: int) -> EpisodeResult:
         """Episode ``index`` from seed ``config.seed + index``."""
+        return self.run_batch([index])[0]
+
+    def run_batch(self, indices: Sequence[int]) -> list[EpisodeResult]:
+        """Episodes ``indices`` (each from seed ``config.seed + index``) planned in lockstep
+        (``worldvid.agents.run_lockstep``): their imagination batched, each with its own env and planner."""
+        from worldvid.envs.factory import make_pixel_env
+
         if self.faults is not None:
-            self.faults.fire(index)
+            for index in indices:
+                self.faults.fire(index)
+        while len(self.slots) < len(indices):
+            env = make_pixel_env(self.config.env_id, self.size)
+            self.slots.append((env, self._planner_for(env)))
         c = self.config
-        return run_episode(self.env, self.planner, c.seed + index, execute=c.execute, context=self.context,
-                           stop_on_success=c.stop_on_success, max_steps=c.max_steps, goal_steps=c.goal_steps)
+        envs, planners = zip(*self.slots[:len(indices)])
+        return run_lockstep(envs, planners, [c.seed + index for index in indices], execute=c.execute,
+                            context=self.context, stop_on_success=c.stop_on_success, max_steps=c.max_steps,
+                            goal_steps=c.goal_steps)
+
+    def close(self) -> None:
+        """Close every env this worker made."""
+        for env, _ in self.slots:
+            env.close()
 
 
 def episode_name(config: PlanEvalConfig, index: int) -> str:
     """How messages name episode ``index``, e.g. 'episode 3 (seed 103)'."""
     return f"episode {index} (seed {config.seed + index})"
+
+
+def batch_name(config: PlanEvalConfig, batch: Sequence[int]) -> str:
+    """How messages name a lockstep batch: ``episode_name`` for one episode, else e.g. 'episodes 4, 5 (seeds 104,
+    105; planned in lockstep)'."""
+    if len(batch) == 1:
+        return episode_name(config, batch[0])
+    return (f"episodes {', '.join(map(str, batch))} (seeds {', '.join(str(config.seed + i) for i in batch)}; "
+            "planned in lockstep)")
+
+
+def batches(config: PlanEvalConfig, indices: Sequence[int]) -> list[tuple[int, ...]]:
+    """``indices`` in order, cut into lockstep batches of ``config.lockstep`` episodes (the last may be shorter)."""
+    size = config.lockstep
+    return [tuple(indices[i:i + size]) for i in range(0, len(indices), size)]
 
 
 def _run_in_process(config: PlanEvalConfig, size: int, model: Any, indices: Sequence[int],
@@ -152,12 +191,17 @@ def _run_in_process(config: PlanEvalConfig, size: int, model: Any, indices: Sequ
     try:
         # the same thread count as a worker's, so the arithmetic (and results) match the parallel run
         runner = EpisodeRunner(config, size, model, config.threads, faults)
-        for index in indices:
-            try:
-                result = runner.run(index)
-            except Exception as error:  # any failure of the episode: one line naming it, as with Ray workers
-                raise reworded(error, f"{episode_name(config, index)} failed: {explain(error)[1]}", index) from error
-            on_result(index, result)
+        try:
+            for batch in batches(config, indices):
+                try:
+                    results = runner.run_batch(batch)
+                except Exception as error:  # any failure of the episodes: one line naming them, as with Ray workers
+                    key = batch[0] if len(batch) == 1 else batch
+                    raise reworded(error, f"{batch_name(config, batch)} failed: {explain(error)[1]}", key) from error
+                for index, result in zip(batch, results):
+                    on_result(index, result)
+        finally:
+            runner.close()
     finally:
         torch.set_num_threads(previous)
 
@@ -167,7 +211,9 @@ def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequen
     import ray
 
     init_ray(num_cpus=max(1, math.ceil(config.workers * config.cpus_per_worker)))
-    workers = min(config.workers, len(indices))
+    # keys: an episode's index, or a lockstep batch's tuple of indices
+    work: list[Any] = [batch[0] if len(batch) == 1 else batch for batch in batches(config, indices)]
+    workers = min(config.workers, len(work))
     fits = int(ray.cluster_resources().get("CPU", 0.0) // config.cpus_per_worker)
     if fits < workers:
         # an actor holds its CPUs while alive, so actors beyond the cluster's size would never start
@@ -194,12 +240,20 @@ def _run_with_ray(config: PlanEvalConfig, size: int, model: Any, indices: Sequen
 
     try:
         start(range(workers))
-        bounded_queue(indices, lambda slot, index: actors[slot].run.remote(index), on_result, slots=workers,
-                      timeout_s=config.episode_timeout_s, what="episode",
+        def members(key: Any) -> tuple[int, ...]:
+            return key if isinstance(key, tuple) else (key,)
+
+        def on_batch(key: Any, results: list[EpisodeResult]) -> None:
+            for index, result in zip(members(key), results):
+                on_result(index, result)
+
+        # a lockstep batch is retried whole, and given the deadline of its episodes together
+        bounded_queue(work, lambda slot, key: actors[slot].run_batch.remote(list(members(key))), on_batch, slots=workers,
+                      timeout_s=config.episode_timeout_s * config.lockstep, what="episode",
                       hint="a hung worker, or raise --episode-timeout-s if episodes take this long",
                       max_retries=config.max_episode_retries, on_retry=replace_worker,
                       cancel=lambda slot, ref: ray.kill(actors[slot], no_restart=True),  # actor calls: kill
-                      describe=lambda index: episode_name(config, index))
+                      describe=lambda key: batch_name(config, members(key)))
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -231,7 +285,8 @@ def run_episodes(config: PlanEvalConfig, size: int, model: Any, indices: Sequenc
 
     ``config.workers`` == 1: one ``EpisodeRunner`` in this process, in index order. More: that many Ray actors
     (Ray started through ``worldvid.parallel.init_ray``), at most one episode each at a time, in completion order,
-    each episode with a deadline and bounded retries (module docstring). size, model: what ``validate`` returned.
+    each episode with a deadline and bounded retries (module docstring). With ``config.lockstep`` = B > 1 the
+    episodes go in batches of B consecutive indices, each planned in lockstep by one worker, retried whole. size, model: what ``validate`` returned.
     faults: see ``FaultInjection`` (None: those ``WORLDVID_INJECT_FAULTS`` asks for, usually none).
     An episode that fails for good raises ``worldvid.parallel.WorkerError`` naming it and its seed.
     """

@@ -148,7 +148,7 @@ class WorldModel(nn.Module):
     @torch.inference_mode()
     def rollout(self, context_frames: Tensor | np.ndarray, past_actions: Tensor | np.ndarray,
                 actions: Tensor | np.ndarray, generator: torch.Generator | None = None,
-                num_steps: int | None = None) -> Tensor:
+                num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """Imagine T frames f[t+1..t+T] autoregressively, one per action of ``actions``, batched over B.
 
         context_frames: uint8 [B, K, H, W, C] = f[t-K+1..t] (or float [B, K, C, H, W] in [-1, 1]).
@@ -160,6 +160,9 @@ class WorldModel(nn.Module):
         context where available, imagined frames after), exactly the ``predict_next`` window:
         ``rollout(f, past, a)[:, 0] == predict_next(f, cat(past[:, 1:], a[:, :1]))`` for one generator state.
         Imagined frames are clamped and snapped to the uint8 grid before they re-enter the context.
+        noise: standard-normal float [B, T, C, H, W], each frame's starting noise, instead of drawing it from
+            ``generator`` (one [B, C, H, W] draw per frame, in order): lets several callers with their own generators
+            share one batched rollout (``worldvid.agents.lockstep``) and get the frames they would get alone.
         Returns uint8 [B, T, H, W, C] for uint8 input, float32 [B, T, C, H, W] for float input.
         A batch of 1 in any argument is broadcast (one context, many candidate action sequences).
         """
@@ -171,13 +174,17 @@ class WorldModel(nn.Module):
             raise ValueError("actions must hold at least one step, got T=0")
         context, past, future = _broadcast_batch(
             ("context_frames", context), ("past_actions", past), ("actions", future))
+        c = self.config
+        shape = (future.shape[0], future.shape[1], c.channels, c.frame_size, c.frame_size)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be float [B, T, C, H, W] = {list(shape)}, got {list(noise.shape)}")
         stream = torch.cat([past[:, 1:], future], dim=1)  # a[t-K+1 .. t+T-1]
         sigmas = self.sigmas(num_steps)
         frames = list(context.unbind(1))
         outputs = []
         for j in range(future.shape[1]):
             window = torch.stack(frames[-k:], dim=1)
-            x = self._sample(window, stream[:, j:j + k], generator, sigmas)
+            x = self._sample(window, stream[:, j:j + k], generator, sigmas, None if noise is None else noise[:, j])
             frames.append(x)
             outputs.append(x)
         out = torch.stack(outputs, dim=1)
