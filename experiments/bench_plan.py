@@ -57,14 +57,16 @@ def bench_planners(model: str | os.PathLike | None = None, env_id: str = BENCH_E
 
 
 def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, episodes: int = 6,
-                       steps: int = 10, workers: tuple[int, ...] = (1, 2),
+                       steps: int = 10, workers: tuple[int, ...] = (1, 2), lockstep: tuple[int, ...] = (3,),
                        planner_config: PlannerConfig | None = None, device: str | None = None) -> dict[str, float]:
     """Evaluation episodes/s and s/decision of CEM over the world model (on ``device``; None: CUDA when present,
-    else CPU) with 1 and 2 Ray workers.
+    else CPU) with 1 and 2 Ray workers, each planning one episode at a time and ``lockstep`` episodes at a time.
 
     ``episodes`` episodes of ``steps`` decisions each; Ray is started (2 CPUs, locally) before the clock starts,
     so the figure holds actor start-up and model loading but not Ray's own start. Keys: ``eval_episodes_per_s_
-    <W>_workers``, ``eval_decision_s_<W>_workers`` and ``eval_speedup_<W>_workers`` (against 1 worker).
+    <W>_workers``, ``eval_decision_s_<W>_workers`` and ``eval_speedup_<W>_workers`` (against 1 worker); per
+    lockstep size B: ``eval_episodes_per_s_<W>_workers_lockstep_<B>`` and ``eval_lockstep_speedup_<W>_workers_<B>``
+    (against W workers without lockstep).
     """
     init_ray(num_cpus=max(workers))  # before the clock starts
     out: dict[str, float] = {}
@@ -75,6 +77,11 @@ def bench_eval_scaling(model: str | os.PathLike | None = None, env_id: str = BEN
             summary = evaluate_planner(replace(base, workers=w), progress=False).summary
             out[f"eval_episodes_per_s_{w}_workers"] = summary["episodes_per_second"]
             out[f"eval_decision_s_{w}_workers"] = summary["seconds_per_decision"]
+            for b in lockstep:
+                summary = evaluate_planner(replace(base, workers=w, lockstep=b), progress=False).summary
+                out[f"eval_episodes_per_s_{w}_workers_lockstep_{b}"] = summary["episodes_per_second"]
+                out[f"eval_lockstep_speedup_{w}_workers_{b}"] = (summary["episodes_per_second"]
+                                                                 / out[f"eval_episodes_per_s_{w}_workers"])
         first = out[f"eval_episodes_per_s_{workers[0]}_workers"]
         for w in workers[1:]:
             out[f"eval_speedup_{w}_workers"] = out[f"eval_episodes_per_s_{w}_workers"] / first

@@ -98,7 +98,8 @@ def test_bench_planner_latency_and_eval_scaling_sections(ray_session):
     for planner in PLANNER_NAMES:
         assert latency[f"decision_s_{planner}"] > 0, planner
     assert latency["decision_s_random"] < latency["decision_s_cem"]  # random imagines nothing
-    scaling = bench_eval_scaling(episodes=2, steps=2, planner_config=budget)
+    scaling = bench_eval_scaling(episodes=2, steps=2, planner_config=budget, lockstep=(2,))
     for key in ("eval_episodes_per_s_1_workers", "eval_episodes_per_s_2_workers", "eval_speedup_2_workers",
-                "eval_decision_s_1_workers", "eval_decision_s_2_workers"):
+                "eval_decision_s_1_workers", "eval_decision_s_2_workers", "eval_episodes_per_s_1_workers_lockstep_2",
+                "eval_lockstep_speedup_2_workers_2"):
         assert scaling[key] > 0, key
