@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -64,6 +65,31 @@ def run_verify(args: argparse.Namespace) -> int:
         print(line)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from worldvid.cli.parsers import EXPORT_HELP
+    from worldvid.data.minari_io import export_minari
+
+    report = export_minari(**values(args, EXPORT_HELP))
+    for note in report.notes:
+        print(f"note: {note}")
+    print_rows({"dataset_id": report.dataset_id, "path": str(report.path), "episodes": report.episodes,
+                "steps": report.steps})
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from worldvid.cli.parsers import IMPORT_HELP
+    from worldvid.data.minari_io import import_minari
+
+    report = import_minari(**values(args, IMPORT_HELP))
+    for line in report.repaired:
+        print(f"warning: broken shard {line}; imported its episodes again", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}")
+    print_rows({**report.store.summary(), "new_episodes": report.new_episodes})
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "envs": "list the registered worldvid tasks (Dream-v0 included)",
     "collect": "collect episodes of an env into an HDF5 episode store (Ray-parallel)",
     "verify": "check an episode store (manifest, shard sizes, checksums, episode lengths) or a run / model folder",
+    "export": "write an episode store as a local Minari dataset (extra: pip install worldvid[minari])",
+    "import": "make an episode store from a local Minari dataset with pixel observations (extra: minari)",
     "train": "train a world model on episode stores (resumable)",
     "train-cost": "learn a goal-reaching distance (d(frame, goal) in steps) from episode stores alone (resumable)",
     "cost-report": "how well goal-image costs track progress: rank correlations, descent share, heat maps",
@@ -100,6 +102,33 @@ def add_verify(parser: argparse.ArgumentParser) -> None:
         ("path", {"metavar": "PATH", "help": "episode store, training run folder or model folder"}),
         ("--full", {"action": "store_true", "help": "also read every byte of shards whose checksum matches"}),
     ))
+
+
+EXPORT_HELP = {
+    "data": "episode store folder",
+    "dataset_id": "Minari dataset id NAMESPACE/NAME-v0, written under MINARI_DATASETS_PATH "
+                  "(default ~/.minari/datasets)",
+}
+IMPORT_HELP = {
+    "dataset_id": "local Minari dataset id NAMESPACE/NAME-v0, read from MINARI_DATASETS_PATH (nothing is "
+                  "downloaded)",
+    "out": "store folder (re-running into it completes what is missing)",
+    "episodes_per_shard": "episodes per HDF5 shard file (a dataset exported by worldvid keeps its store's)",
+    "observation_key": "key of the frames in Dict observations (default: 'observation', else the one frame key)",
+}
+
+
+def add_export(parser: argparse.ArgumentParser) -> None:
+    from worldvid.data.minari_io import export_minari
+
+    declare(parser, function_options(export_minari, EXPORT_HELP) + _plain(
+        ("--format", {"choices": ["minari"], "default": "minari", "help": "dataset format (default: minari)"})))
+
+
+def add_import(parser: argparse.ArgumentParser) -> None:
+    from worldvid.data.minari_io import import_minari
+
+    declare(parser, function_options(import_minari, IMPORT_HELP))
 
 
 def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture_cls: type, skip: tuple[str, ...],
