@@ -1,15 +1,12 @@
 """worldvid's Gymnasium tasks. Every ``gymnasium.register`` call of the project lives here.
 
 Entry points are strings, so importing this package is cheap and spawned vector-env workers
-(which re-import it) see the same registry.
+(which re-import it) see the same registry. Importing it leaves ``MUJOCO_GL`` alone: the rendering backend
+is chosen when the first renderer is made (``envs/gl_backend.py``: the user's ``MUJOCO_GL``, else EGL, else
+OSMesa).
 """
 
-import os
-
-# Headless offscreen rendering unless the user chose a backend; must precede MuJoCo's GL set-up.
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-from gymnasium.envs.registration import register, registry  # noqa: E402
+from gymnasium.envs.registration import register, registry
 
 TASKS: dict[str, dict] = {
     "worldvid/PointReach-v0": {"entry_point": "worldvid.envs.point_reach:PointReachEnv", "max_episode_steps": 50},

@@ -13,7 +13,6 @@ A task subclass provides the MJCF, class attributes ``object_geoms``, ``object_c
 
 from __future__ import annotations
 
-# MUJOCO_GL defaults to egl (headless) in envs/__init__.py, which runs before this module.
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +20,8 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.spaces import Box
+
+from worldvid.envs.gl_backend import ensure_backend, renderer_failure
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 """Folder holding the tasks' MJCF files."""
@@ -312,12 +313,10 @@ class PixelMujocoEnv(MujocoEnv):
         """The current scene from the top camera: uint8 [size, size, 3], a fresh array."""
         if self._renderer is None:
             # Created lazily so that pickled / forked envs open their own GL context.
+            ensure_backend()
             try:
                 self._renderer = mujoco.Renderer(self.model, self.size, self.size)
-            except mujoco.FatalError as error:
-                raise RuntimeError(
-                    "could not create a MuJoCo OpenGL context; on a headless machine set MUJOCO_GL=egl "
-                    "(or osmesa) before anything imports mujoco"
-                ) from error
+            except (mujoco.FatalError, ImportError, RuntimeError, OSError) as error:
+                raise RuntimeError(renderer_failure(error)) from error
         self._renderer.update_scene(self.data, camera=self._camera_id)
         return self._renderer.render()

@@ -6,11 +6,13 @@ evaluation, the open-loop checks, the dream env and the command line all call it
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import gymnasium as gym
 
 from worldvid.envs import TASKS
+from worldvid.envs.gl_backend import ensure_backend
 from worldvid.envs.wrappers import PixelObservation
 
 MIN_FRAME_SIZE = 8
@@ -39,8 +41,9 @@ def env_class(env_id: str) -> Callable[..., gym.Env]:
 def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
     """Make ``env_id`` with uint8 [size, size, 3] observations.
 
-    worldvid's own tasks render their observations themselves. Any other registered env must support
-    ``render_mode="rgb_array"``; its rendered frames become the observations (``PixelObservation``).
+    worldvid's own tasks render their observations themselves. Any other registered env must support ``render_mode="rgb_array"``; its rendered
+    frames become the observations (``PixelObservation``); a MuJoCo one renders with the GL backend
+    ``envs/gl_backend.py`` chooses.
     Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
     """
     if size < MIN_FRAME_SIZE:
@@ -56,6 +59,8 @@ def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
             env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
         except TypeError:  # an env without width/height keywords: resize its frames instead
             env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
+        if _renders_with_mujoco(env):
+            ensure_backend()  # before its renderer's first GL context, made at the first observation
         env = PixelObservation(env, size)
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
@@ -67,3 +72,12 @@ def _render_modes(creator: Callable[..., gym.Env]) -> list[str] | None:
     """The render modes the env's class declares (None when it declares none)."""
     metadata = getattr(creator, "metadata", None)
     return metadata.get("render_modes") if isinstance(metadata, dict) else None
+
+
+def _renders_with_mujoco(env: gym.Env) -> bool:
+    """Whether ``env`` is one of Gymnasium's MuJoCo envs (checked without importing mujoco for other envs)."""
+    if "mujoco" not in sys.modules:
+        return False
+    from gymnasium.envs.mujoco import MujocoEnv
+
+    return isinstance(env.unwrapped, MujocoEnv)
