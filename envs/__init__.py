@@ -4,6 +4,10 @@ Entry points are strings, so importing this package is cheap and spawned vector-
 (which re-import it) see the same registry. Importing it leaves ``MUJOCO_GL`` alone: the rendering backend
 is chosen when the first renderer is made (``envs/gl_backend.py``: the user's ``MUJOCO_GL``, else EGL, else
 OSMesa).
+
+Every task takes ``PixelMujocoEnv``'s options besides its own keywords: ``goal_conditioned`` (Dict
+observations with the goal frame), ``terminate_on_success``, ``width`` / ``height`` (MuJoCo v5's names for
+``size``) and ``render_size`` (the side of ``render()`` frames).
 """
 
 from gymnasium.envs.registration import register, registry

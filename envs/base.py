@@ -8,7 +8,11 @@ colour in real or imagined frames (``worldvid.keypoints``).
 A task subclass provides the MJCF, class attributes ``object_geoms``, ``object_colors`` and
 ``goal_object``, and four methods: ``_sample_task`` (start state and goal configuration),
 ``scripted_action`` (an expert using the true state), ``sample_goal_position`` (a reachable goal) and
-``__init__`` (its keyword arguments, EzPickle).
+``__init__`` (its keyword arguments, EzPickle; the options below pass through as ``**kwargs``, as in MuJoCo v5).
+
+Options of every task (``PixelMujocoEnv.__init__``), all off by default so existing results are unchanged:
+``goal_conditioned`` (Dict observations with the goal frame, ``envs/goal_conditioned.py``),
+``terminate_on_success``, ``width`` / ``height`` (MuJoCo v5's names for ``size``) and ``render_size``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.spaces import Box
 
 from worldvid.envs.gl_backend import ensure_backend, renderer_failure
+from worldvid.envs.goal_conditioned import check_flag, goal_observation, goal_space, success_info
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 """Folder holding the tasks' MJCF files."""
@@ -30,6 +35,29 @@ CAMERA = "top"
 """Name of the observation camera in every task's MJCF."""
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+
+DEFAULT_SIZE = 64
+"""Frame side, in pixels, when none of ``size``, ``width``, ``height`` is given."""
+MIN_SIZE = 8
+"""Smallest frame side a task renders."""
+
+
+def pixels(name: str, value: Any) -> int:
+    """``value`` as a frame side in pixels; ValueError naming ``name`` unless it is an integer >= ``MIN_SIZE``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < MIN_SIZE:
+        raise ValueError(f"{name} must be an integer >= {MIN_SIZE} (pixels), got {value!r}")
+    return int(value)
+
+
+def frame_side(size: int | None = None, width: int | None = None, height: int | None = None) -> int:
+    """The side of a task's square frames from ``size`` and/or MuJoCo v5's ``width`` / ``height`` (``DEFAULT_SIZE``
+    when none is given). ValueError when one is not an integer >= ``MIN_SIZE`` or the given ones differ."""
+    given = {name: pixels(name, value) for name, value in (("size", size), ("width", width), ("height", height))
+             if value is not None}
+    if len(set(given.values())) > 1:
+        named = ", ".join(f"{name}={value}" for name, value in given.items())
+        raise ValueError(f"tasks render square frames, but {named} differ: give size, or width equal to height")
+    return int(next(iter(given.values()), DEFAULT_SIZE))
 
 
 def asset_path(xml_file: str) -> str:
@@ -53,13 +81,19 @@ def steer_to(
 class PixelMujocoEnv(MujocoEnv):
     """Base class of the pixel tasks (not registered itself).
 
-    Observation: uint8 [size, size, 3], the top-down orthographic view; identical to ``render()``.
+    Observation: uint8 [size, size, 3], the top-down orthographic view (``render()`` at ``render_size``); with
+    ``goal_conditioned`` a dict ``{"observation": that frame, "desired_goal": goal_frame}``.
     Action: float32 [A] in [-1, 1]; wrong shapes and non-finite values raise ``ValueError``,
     out-of-range values are clipped to [-1, 1].
-    Reward: ``-state_distance`` (for reporting; the planners use goal images). ``terminated`` is always
-    False; the registered time limit truncates.
-    ``info``: ``success`` (bool), ``state_distance`` (float, world units, goal object to goal);
-    after ``reset`` also ``goal_frame`` (uint8 [size, size, 3]).
+    Reward: ``-state_distance`` (for reporting; the planners use goal images). ``terminated`` is False unless
+    ``terminate_on_success`` (then True at the step that reaches success); the registered time limit truncates.
+    ``info``: ``success`` and ``is_success`` (bool, equal), ``state_distance`` (float, world units, goal object
+    to goal); after ``reset`` also ``goal_frame`` (uint8 [size, size, 3]).
+
+    Options: ``goal_conditioned`` (default False), ``terminate_on_success`` (default False); ``width`` /
+    ``height`` are accepted for ``size`` (square frames: differing values raise ValueError); ``render_size``
+    (default ``size``): the side of ``render()`` frames, e.g. for ``RecordVideo``, observations staying at
+    ``size``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -78,12 +112,20 @@ class PixelMujocoEnv(MujocoEnv):
         self,
         xml_file: str,
         frame_skip: int,
-        size: int,
+        size: int | None,
         success_threshold: float,
         render_mode: str | None = None,
+        *,
+        goal_conditioned: bool = False,
+        terminate_on_success: bool = False,
+        width: int | None = None,
+        height: int | None = None,
+        render_size: int | None = None,
     ) -> None:
-        if not isinstance(size, (int, np.integer)) or size < 8:
-            raise ValueError(f"size must be an integer >= 8 (pixels), got {size!r}")
+        size = frame_side(size, width, height)
+        self.render_size = size if render_size is None else pixels("render_size", render_size)
+        self.goal_conditioned = check_flag("goal_conditioned", goal_conditioned)
+        self.terminate_on_success = check_flag("terminate_on_success", terminate_on_success)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             modes = self.metadata["render_modes"]
             raise ValueError(f"render_mode must be None or one of {modes}, got {render_mode!r}")
@@ -91,7 +133,8 @@ class PixelMujocoEnv(MujocoEnv):
             raise ValueError(f"success_threshold must be positive, got {success_threshold}")
         self.size = int(size)
         self.success_threshold = float(success_threshold)
-        observation_space = Box(0, 255, (self.size, self.size, 3), np.uint8)
+        frame_space = Box(0, 255, (self.size, self.size, 3), np.uint8)
+        observation_space = goal_space(frame_space) if self.goal_conditioned else frame_space
         MujocoEnv.__init__(
             self,
             asset_path(xml_file),
@@ -101,6 +144,9 @@ class PixelMujocoEnv(MujocoEnv):
             width=self.size,
             height=self.size,
         )
+        visual = self.model.vis.global_  # the offscreen buffer must hold the larger of the two frame sizes
+        visual.offwidth = max(visual.offwidth, self.render_size)
+        visual.offheight = max(visual.offheight, self.render_size)
         if not np.allclose(self.model.actuator_ctrlrange, [-1.0, 1.0]):
             raise ValueError(f"{xml_file}: every actuator's ctrlrange must be [-1, 1]")
         self.action_space = Box(-1.0, 1.0, (self.model.nu,), np.float32)
@@ -116,10 +162,10 @@ class PixelMujocoEnv(MujocoEnv):
         missing = [geom for name, geom in self.object_geoms.items() if self._geom_ids[name] < 0]
         if missing or self.goal_object not in self.object_geoms:
             raise ValueError(f"{xml_file}: geoms {missing} missing, or goal object {self.goal_object!r} unlisted")
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}
         self.goal = np.zeros(2)
         self.goal_qpos = self.init_qpos.copy()
-        self.goal_frame = np.zeros(observation_space.shape, np.uint8)
+        self.goal_frame = np.zeros(frame_space.shape, np.uint8)
         mujoco.mj_forward(self.model, self.data)  # positions and camera pose are valid even before reset
 
     # ---------------------------------------------------------------- subclass hooks
@@ -147,8 +193,8 @@ class PixelMujocoEnv(MujocoEnv):
         """Apply ``action`` (float [A], clipped to [-1, 1]) for ``frame_skip`` physics steps."""
         self.simulate(action)
         observation = self._get_obs()
-        reward, info = self._get_rew()
-        return observation, reward, False, False, info
+        reward, info = self._score()
+        return observation, reward, self.terminate_on_success and info["success"], False, info
 
     def simulate(self, action: np.ndarray) -> None:
         """The physics of ``step`` alone: apply ``action`` for ``frame_skip`` steps, render and score nothing (for
@@ -195,27 +241,35 @@ class PixelMujocoEnv(MujocoEnv):
         return float(np.linalg.norm(self.object_positions()[self.goal_object] - np.asarray(goal)[:2])) < self.success_threshold
 
     def _get_reset_info(self) -> dict[str, Any]:
-        return {**self._get_rew()[1], "goal_frame": self.goal_frame.copy()}
+        return {**self._score()[1], "goal_frame": self.goal_frame.copy()}
 
-    def _get_obs(self) -> np.ndarray:
-        return self._render_frame()
+    def _score(self) -> tuple[float, dict[str, Any]]:
+        """``_get_rew`` with ``is_success`` beside its ``success``: what every step and reset reports."""
+        reward, info = self._get_rew()
+        return reward, {**info, **success_info(info["success"])}
+
+    def _get_obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        frame = self._render_frame()
+        return goal_observation(frame, self.goal_frame) if self.goal_conditioned else frame
 
     def render_observation(self) -> np.ndarray:
-        """The observation of the current state, uint8 [size, size, 3], as ``step`` would return it."""
-        return self._get_obs()
+        """The frame of the current state, uint8 [size, size, 3], as ``step`` would observe it (its
+        ``"observation"`` entry when ``goal_conditioned``)."""
+        return self._render_frame()
 
     def _get_rew(self) -> tuple[float, dict[str, Any]]:
         distance = self.state_distance()
         return -distance, {"success": bool(distance < self.success_threshold), "state_distance": distance}
 
     def render(self) -> np.ndarray | None:
-        """The current frame, uint8 [size, size, 3] (the observation) when ``render_mode="rgb_array"``, else None."""
-        return self._render_frame() if self.render_mode == "rgb_array" else None
+        """The current frame, uint8 [render_size, render_size, 3] (by default the observed frame) when
+        ``render_mode="rgb_array"``, else None."""
+        return self._render_frame(self.render_size) if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers = {}
         super().close()
 
     # ---------------------------------------------------------------- task state
@@ -309,14 +363,16 @@ class PixelMujocoEnv(MujocoEnv):
         self.goal_frame = np.asarray(state["goal_frame"], dtype=np.uint8).copy()
 
     # ---------------------------------------------------------------- rendering
-    def _render_frame(self) -> np.ndarray:
-        """The current scene from the top camera: uint8 [size, size, 3], a fresh array."""
-        if self._renderer is None:
-            # Created lazily so that pickled / forked envs open their own GL context.
+    def _render_frame(self, side: int | None = None) -> np.ndarray:
+        """The current scene from the top camera: uint8 [side, side, 3] (default ``size``), a fresh array."""
+        side = self.size if side is None else side
+        renderer = self._renderers.get(side)
+        if renderer is None:
+            # Created lazily so that pickled / forked envs open their own GL context; one per frame size.
             ensure_backend()
             try:
-                self._renderer = mujoco.Renderer(self.model, self.size, self.size)
+                renderer = self._renderers[side] = mujoco.Renderer(self.model, side, side)
             except (mujoco.FatalError, ImportError, RuntimeError, OSError) as error:
                 raise RuntimeError(renderer_failure(error)) from error
-        self._renderer.update_scene(self.data, camera=self._camera_id)
-        return self._renderer.render()
+        renderer.update_scene(self.data, camera=self._camera_id)
+        return renderer.render()

@@ -41,7 +41,8 @@ def env_class(env_id: str) -> Callable[..., gym.Env]:
 def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
     """Make ``env_id`` with uint8 [size, size, 3] observations.
 
-    worldvid's own tasks render their observations themselves. Any other registered env must support ``render_mode="rgb_array"``; its rendered
+    worldvid's own tasks render their observations themselves (``env_kwargs`` may hold their options, e.g.
+    ``goal_conditioned=True``). Any other registered env must support ``render_mode="rgb_array"``; its rendered
     frames become the observations (``PixelObservation``); a MuJoCo one renders with the GL backend
     ``envs/gl_backend.py`` chooses.
     Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import utils
@@ -18,6 +18,8 @@ class PointReachEnv(PixelMujocoEnv, utils.EzPickle):
     about 20 steps of dt = 0.05 s). Start and goal are uniform in the arena, at least ``min_goal_distance``
     apart; the goal image shows the agent at the goal. Success: agent centre within ``success_threshold``
     (the agent's radius) of the goal.
+    Further keywords: ``PixelMujocoEnv``'s options (``goal_conditioned``, ``terminate_on_success``, ``width`` /
+    ``height``, ``render_size``); ``size`` None means ``DEFAULT_SIZE`` (64) unless width / height give it.
     """
 
     object_geoms: ClassVar[dict[str, str]] = {"agent": "agent"}
@@ -28,11 +30,12 @@ class PointReachEnv(PixelMujocoEnv, utils.EzPickle):
         self,
         xml_file: str = "point_reach.xml",
         frame_skip: int = 5,
-        size: int = 64,
+        size: int | None = None,
         success_threshold: float = 0.07,
         min_goal_distance: float = 0.3,
         spawn_half_extent: float = 0.41,
         render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         utils.EzPickle.__init__(
             self,
@@ -43,10 +46,11 @@ class PointReachEnv(PixelMujocoEnv, utils.EzPickle):
             min_goal_distance=min_goal_distance,
             spawn_half_extent=spawn_half_extent,
             render_mode=render_mode,
+            **kwargs,
         )
         self.min_goal_distance = float(min_goal_distance)
         self.spawn_half_extent = float(spawn_half_extent)
-        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode)
+        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode, **kwargs)
 
     def _sample_task(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         extent = self.spawn_half_extent

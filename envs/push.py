@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import utils
@@ -20,6 +20,8 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
     apart, so the pusher can always get behind the block; the pusher starts anywhere in the arena clear of
     the block. The goal image shows the block at its goal with the pusher resting just behind it on the
     start-to-goal line (where a straight push ends). Success: block centre within ``success_threshold``.
+    Further keywords: ``PixelMujocoEnv``'s options (``goal_conditioned``, ``terminate_on_success``, ``width`` /
+    ``height``, ``render_size``); ``size`` None means ``DEFAULT_SIZE`` (64) unless width / height give it.
     """
 
     object_geoms: ClassVar[dict[str, str]] = {"pusher": "pusher", "block": "block"}
@@ -30,11 +32,12 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
         self,
         xml_file: str = "push.xml",
         frame_skip: int = 10,
-        size: int = 64,
+        size: int | None = None,
         success_threshold: float = 0.05,
         min_goal_distance: float = 0.2,
         block_extent: float = 0.25,
         render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         utils.EzPickle.__init__(
             self,
@@ -45,10 +48,11 @@ class PushEnv(PixelMujocoEnv, utils.EzPickle):
             min_goal_distance=min_goal_distance,
             block_extent=block_extent,
             render_mode=render_mode,
+            **kwargs,
         )
         self.min_goal_distance = float(min_goal_distance)
         self.block_extent = float(block_extent)
-        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode)
+        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode, **kwargs)
         self.pusher_radius = float(self.model.geom_size[self._geom_ids["pusher"], 0])
         self.block_half = float(self.model.geom_size[self._geom_ids["block"], 0])
         wall = self.model.geom("wall_px")

@@ -28,6 +28,8 @@ class PushTEnv(PixelMujocoEnv, utils.EzPickle):
     (``info["coverage"]``). Reported beside it: ``info["state_distance"]`` (centroid to goal, world units),
     ``info["angle_error"]`` (radians) and ``info["pose_success"]`` (centroid within 1/20 of the arena's side
     and yaw within 0.2 rad). Reward: the coverage.
+    Further keywords: ``PixelMujocoEnv``'s options (``goal_conditioned``, ``terminate_on_success``, ``width`` /
+    ``height``, ``render_size``); ``size`` None means ``DEFAULT_SIZE`` (64) unless width / height give it.
     """
 
     object_geoms: ClassVar[dict[str, str]] = {"pusher": "pusher", "block": "tee_bar"}
@@ -41,19 +43,21 @@ class PushTEnv(PixelMujocoEnv, utils.EzPickle):
         self,
         xml_file: str = "push_t.xml",
         frame_skip: int = 10,
-        size: int = 64,
+        size: int | None = None,
         success_coverage: float = 0.95,
         block_extent: float = 0.2,
         render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         utils.EzPickle.__init__(self, xml_file=xml_file, frame_skip=frame_skip, size=size,
-                                success_coverage=success_coverage, block_extent=block_extent, render_mode=render_mode)
+                                success_coverage=success_coverage, block_extent=block_extent, render_mode=render_mode,
+                                **kwargs)
         if not 0.0 < success_coverage <= 1.0:
             raise ValueError(f"success_coverage must be in (0, 1], got {success_coverage}")
         self.success_coverage = float(success_coverage)
         self.block_extent = float(block_extent)
         self.goal_yaw = 0.0
-        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, self.pose_tolerance[0], render_mode)
+        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, self.pose_tolerance[0], render_mode, **kwargs)
         self._tee_body = self.model.body("tee").id
         self.pusher_radius = float(self.model.geom_size[self._geom_ids["pusher"], 0])
         wall = self.model.geom("wall_px")

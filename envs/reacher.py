@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
@@ -20,6 +20,8 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
     at least ``min_goal_distance`` apart; the goal image shows the arm in the goal configuration. Success:
     fingertip centre within ``success_threshold`` (0.05, a little under the fingertip radius) of the goal fingertip; the
     elbow may bend either way.
+    Further keywords: ``PixelMujocoEnv``'s options (``goal_conditioned``, ``terminate_on_success``, ``width`` /
+    ``height``, ``render_size``); ``size`` None means ``DEFAULT_SIZE`` (64) unless width / height give it.
     """
 
     object_geoms: ClassVar[dict[str, str]] = {"fingertip": "fingertip"}
@@ -30,11 +32,12 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
         self,
         xml_file: str = "reacher.xml",
         frame_skip: int = 5,
-        size: int = 64,
+        size: int | None = None,
         success_threshold: float = 0.05,
         min_goal_distance: float = 0.15,
         elbow_range: tuple[float, float] = (0.2, 2.5),
         render_mode: str | None = None,
+        **kwargs: Any,
     ) -> None:
         utils.EzPickle.__init__(
             self,
@@ -45,10 +48,11 @@ class ReacherEnv(PixelMujocoEnv, utils.EzPickle):
             min_goal_distance=min_goal_distance,
             elbow_range=elbow_range,
             render_mode=render_mode,
+            **kwargs,
         )
         self.min_goal_distance = float(min_goal_distance)
         self.elbow_range = (float(elbow_range[0]), float(elbow_range[1]))
-        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode)
+        PixelMujocoEnv.__init__(self, xml_file, frame_skip, size, success_threshold, render_mode, **kwargs)
         self._jacobian = np.zeros((3, self.model.nv))
 
     def _random_angles(self, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -68,9 +68,10 @@ def test_observation_and_goal_frame(env_id: str, size: int) -> None:
 def test_info_and_reward(env_id: str) -> None:
     env = make(env_id)
     _, info = env.reset(seed=2)
-    assert {"goal_frame", "success", "state_distance"} <= set(info)
+    assert {"goal_frame", "success", "is_success", "state_distance"} <= set(info)
     _, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert isinstance(info["success"], bool) and isinstance(info["state_distance"], float)
+    assert info["is_success"] == info["success"]  # the key SB3 and Gymnasium-Robotics read
     if "coverage" in info:  # PushT: Push-T's reward and success, the share of the goal T covered
         assert reward == pytest.approx(info["coverage"]) and 0.0 <= reward <= 1.0
         assert info["success"] == (info["coverage"] >= env.unwrapped.success_coverage)
