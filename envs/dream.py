@@ -5,35 +5,40 @@ episode and time; before an episode's start the first frame is repeated and the 
 training) or, without a store, from a real reset of the model's own task followed by K steps of correlated
 random actions. ``step(action)`` imagines the next frame with one model call. The reward is
 ``-cost(next frame, goal frame)`` for the goal-image cost named by ``cost`` (``worldvid.costs``), or 0 when
-there is no goal frame (or ``cost=None``). ``terminated`` is always False; the registered time limit truncates.
+there is no goal frame (or ``cost=None``). The registered time limit truncates.
+
+Success: Dream-v0 has no true state, so it cannot know whether an imagined frame reached the goal. It counts
+success only where the user says what it is, ``success_cost``: a frame succeeds when its cost to the goal frame
+is at most that (e.g. ``cost="learned", success_cost=2.0``: predicted within 2 steps of the goal). Without it
+``info["success"]`` and ``info["is_success"]`` are always False, and ``terminate_on_success`` never ends an
+episode. ``goal_conditioned=True`` observes ``{"observation": frame, "desired_goal": goal frame}``.
 
 Reproducibility: the env's ``np_random`` (seeded by ``reset(seed=...)``) picks the start and seeds a
 ``torch.Generator`` that draws the sampler's initial noise, one draw per step from this env's own generator.
 ``DreamVectorEnv`` keeps one generator per sub-env and draws each row's noise from it separately, so the noise
 a sub-env sees does not depend on the batch it is stepped in (see ``imagine_next``). Where a dream starts
-(a store or a real reset) is ``envs/dream_start.py``.
+(a store or a real reset) and a dream's running state are ``envs/dream_start.py``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import utils
-from gymnasium.spaces import Box
+from gymnasium.spaces import Box, Dict
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from worldvid.device import resolve_device
-from worldvid.envs.dream_start import StartSampler
+from worldvid.envs.dream_start import Dream, DreamScore, StartSampler
+from worldvid.envs.goal_conditioned import GOAL_KEY, OBSERVATION_KEY, check_flag, goal_space, success_info
 from worldvid.model import WorldModel, randn
 from worldvid.run_folder import RunFolder
-from worldvid.windows import advance, with_action
 
 DEFAULT_MAX_EPISODE_STEPS = 50
 """Time limit ``envs/__init__.py`` registers Dream-v0 with (override with ``max_episode_steps=``)."""
@@ -94,52 +99,10 @@ def check_action(action: Any, space: Box) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- one dream
-@dataclass
-class _Dream:
-    """The running state of one dream: the last K frames, the K actions that led into them (``past_actions``,
-    ``worldvid.windows``), goal, noise generator."""
-
-    frames: np.ndarray
-    past_actions: np.ndarray
-    goal: np.ndarray | None
-    generator: torch.Generator
-    origin: dict[str, Any]
-
-    @classmethod
-    def start(cls, sampler: StartSampler, np_random: np.random.Generator) -> "_Dream":
-        begin = sampler.draw(np_random)
-        generator = torch.Generator().manual_seed(int(np_random.integers(2**63 - 1)))
-        return cls(begin.frames, begin.past_actions, begin.goal, generator, begin.origin)
-
-    def window(self, action: np.ndarray) -> np.ndarray:
-        """The context actions a[t-K+1..t] for taking ``action`` now: float32 [K, A]."""
-        return with_action(self.past_actions, action)
-
-    def advance(self, frame: np.ndarray, action: np.ndarray) -> None:
-        self.frames, self.past_actions = advance(self.frames, self.past_actions, action, frame)
-
-    def info(self) -> dict[str, Any]:
-        return {"goal_frame": None if self.goal is None else self.goal.copy()}
-
-
-class _Reward:
-    """``-cost(frame, goal)`` per frame; 0 without goal or cost."""
-
-    def __init__(self, cost: str | None, env_id: str, cost_model: str | os.PathLike | None = None,
-                 device: torch.device | None = None) -> None:
-        self.name = cost
-        if cost is None:
-            self._cost = None
-        else:
-            from worldvid.costs import make_cost
-
-            self._cost = make_cost(cost, env_id=env_id, cost_model=None if cost_model is None else str(cost_model),
-                                   device=device)
-
-    def __call__(self, frame: np.ndarray, goal: np.ndarray | None) -> float:
-        if self._cost is None or goal is None:
-            return 0.0
-        return -float(self._cost(frame, goal))
+def _observation_space(model: WorldModel, goal_conditioned: bool) -> Box | Dict:
+    c = model.config
+    frames = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
+    return goal_space(frames) if goal_conditioned else frames
 
 
 class DreamEnv(gym.Env, utils.EzPickle):
@@ -155,11 +118,17 @@ class DreamEnv(gym.Env, utils.EzPickle):
         num_steps: sampler steps per frame (None: the model's ``config.num_steps``).
         episodes: restrict store starts to these episode indices (e.g. a run's held-out episodes).
         render_mode: None or "rgb_array".
+        goal_conditioned: observe ``{"observation": frame, "desired_goal": goal frame}`` (a ``Dict`` space; reset
+            raises ValueError for a start without a goal frame).
+        terminate_on_success: ``terminated`` is True at the step whose frame succeeds (needs ``success_cost``).
+        success_cost: a frame succeeds when ``cost(frame, goal) <= success_cost``; None: never (module docstring).
 
-    Observation: uint8 [H, W, 3] (``Box(0, 255)``), the latest imagined (or, after reset, real) frame.
+    Observation: uint8 [H, W, 3] (``Box(0, 255)``), the latest imagined (or, after reset, real) frame; with
+    ``goal_conditioned`` the dict of it and the goal frame.
     Action: float32 [A] in [-1, 1] (``A = config.action_dim``); non-numeric -> TypeError, wrong shape or
     NaN / inf -> ValueError, out of range -> clipped. Reward: ``-cost(next frame, goal)`` or 0.
-    ``info``: ``goal_frame`` (uint8 [H, W, 3] or None); after reset also ``origin`` (where the start came from).
+    ``info``: ``goal_frame`` (uint8 [H, W, 3] or None), ``success`` and ``is_success`` (equal); after reset also
+    ``origin`` (where the start came from).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
@@ -174,10 +143,16 @@ class DreamEnv(gym.Env, utils.EzPickle):
         num_steps: int | None = None,
         episodes: Sequence[int] | None = None,
         render_mode: str | None = None,
+        goal_conditioned: bool = False,
+        terminate_on_success: bool = False,
+        success_cost: float | None = None,
     ) -> None:
         utils.EzPickle.__init__(self, model=model, data=data, cost=cost, cost_model=cost_model, device=device,
-                                num_steps=num_steps,
-                                episodes=episodes, render_mode=render_mode)
+                                num_steps=num_steps, episodes=episodes, render_mode=render_mode,
+                                goal_conditioned=goal_conditioned, terminate_on_success=terminate_on_success,
+                                success_cost=success_cost)
+        self.goal_conditioned = check_flag("goal_conditioned", goal_conditioned)
+        self.terminate_on_success = check_flag("terminate_on_success", terminate_on_success)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
@@ -185,19 +160,19 @@ class DreamEnv(gym.Env, utils.EzPickle):
         self.num_steps = num_steps
         self.model.sigmas(num_steps)  # validates num_steps now rather than at the first step
         self.starts = StartSampler(self.model, data, episodes)
-        self.reward_fn = _Reward(cost, self.starts.env_id, cost_model, self.model.device)
-        c = self.model.config
-        self.observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
-        self.action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)
-        self._dream: _Dream | None = None
+        self.score = DreamScore(cost, self.starts.env_id, cost_model, self.model.device, success_cost)
+        self.observation_space = _observation_space(self.model, self.goal_conditioned)
+        self.action_space = Box(-1.0, 1.0, (self.model.config.action_dim,), np.float32)
+        self._dream: Dream | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw a start (store episode and time, or a real reset); returns its last frame and info."""
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray | dict[str, np.ndarray], dict[str, Any]]:
+        """Draw a start (store episode and time, or a real reset); returns its last frame (or dict) and info."""
         super().reset(seed=seed)
-        self._dream = _Dream.start(self.starts, self.np_random)
-        return self._dream.frames[-1].copy(), {**self._dream.info(), "origin": dict(self._dream.origin)}
+        dream = self._dream = Dream.start(self.starts, self.np_random)
+        return dream.observation(self.goal_conditioned), dream.reset_info(self.score)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[np.ndarray | dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Imagine the frame after ``action`` (float [A]); one model call."""
         if self._dream is None:
             raise gym.error.ResetNeeded("call reset() before step()")
@@ -205,7 +180,9 @@ class DreamEnv(gym.Env, utils.EzPickle):
         dream = self._dream
         frame = imagine_next(self.model, dream.frames[None], dream.window(action)[None], [dream.generator], self.num_steps)[0]
         dream.advance(frame, action)
-        return frame.copy(), self.reward_fn(frame, dream.goal), False, False, dream.info()
+        reward, success = self.score(frame, dream.goal)
+        info = {**dream.info(), **success_info(success)}
+        return dream.observation(self.goal_conditioned), reward, self.terminate_on_success and success, False, info
 
     def render(self) -> np.ndarray | None:
         """The current frame uint8 [H, W, 3] when ``render_mode="rgb_array"`` (None before reset or otherwise)."""
@@ -232,8 +209,9 @@ class DreamVectorEnv(VectorEnv):
     gymnasium's ``SyncVectorEnv``; SAME_STEP and DISABLED behave as there too). Sub-env i behaves exactly as a
     ``DreamEnv`` made with the same arguments and reset with the same seed: ``reset(seed=s)`` seeds sub-env i
     with ``s + i`` (a list gives one seed each), as ``SyncVectorEnv`` does, and each sub-env keeps its own
-    ``np_random`` and noise generator. Observations uint8 [N, H, W, 3], rewards float64 [N], infos batched
-    as ``SyncVectorEnv`` batches them.
+    ``np_random`` and noise generator. Observations uint8 [N, H, W, 3] (with ``goal_conditioned`` a dict of two
+    such arrays, "observation" and "desired_goal"), rewards float64 [N], infos batched as ``SyncVectorEnv``
+    batches them.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
@@ -252,6 +230,9 @@ class DreamVectorEnv(VectorEnv):
         max_episode_steps: int | None = DEFAULT_MAX_EPISODE_STEPS,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        goal_conditioned: bool = False,
+        terminate_on_success: bool = False,
+        success_cost: float | None = None,
     ) -> None:
         if model is None:
             raise ValueError("DreamVectorEnv needs model= (a WorldModel, a run folder or a model folder)")
@@ -261,6 +242,8 @@ class DreamVectorEnv(VectorEnv):
             raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.goal_conditioned = check_flag("goal_conditioned", goal_conditioned)
+        self.terminate_on_success = check_flag("terminate_on_success", terminate_on_success)
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = int(num_envs)
@@ -270,25 +253,24 @@ class DreamVectorEnv(VectorEnv):
         self.num_steps = num_steps
         self.model.sigmas(num_steps)
         self.starts = StartSampler(self.model, data, episodes)
-        self.reward_fn = _Reward(cost, self.starts.env_id, cost_model, self.model.device)
-        c = self.model.config
-        self.single_observation_space = Box(0, 255, (c.frame_size, c.frame_size, c.channels), np.uint8)
-        self.single_action_space = Box(-1.0, 1.0, (c.action_dim,), np.float32)
+        self.score = DreamScore(cost, self.starts.env_id, cost_model, self.model.device, success_cost)
+        self.single_observation_space = _observation_space(self.model, self.goal_conditioned)
+        self.single_action_space = Box(-1.0, 1.0, (self.model.config.action_dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
-        self._dreams: list[_Dream | None] = [None] * self.num_envs
+        self._dreams: list[Dream | None] = [None] * self.num_envs
         self._elapsed = np.zeros(self.num_envs, np.int64)
         self._autoreset = np.zeros(self.num_envs, np.bool_)
 
     # ------------------------------------------------------------------ per sub-env, as DreamEnv does it
-    def _reset_one(self, i: int, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    def _reset_one(self, i: int, seed: int | None) -> tuple[np.ndarray | dict[str, np.ndarray], dict[str, Any]]:
         if seed is not None or self._rngs[i] is None:
             self._rngs[i], _ = seeding.np_random(seed)
-        dream = self._dreams[i] = _Dream.start(self.starts, self._rngs[i])
+        dream = self._dreams[i] = Dream.start(self.starts, self._rngs[i])
         self._elapsed[i] = 0
         self._autoreset[i] = False
-        return dream.frames[-1].copy(), {**dream.info(), "origin": dict(dream.origin)}
+        return dream.observation(self.goal_conditioned), dream.reset_info(self.score)
 
     def _step_many(self, rows: list[int], actions: np.ndarray) -> dict[int, tuple[np.ndarray, float, bool, bool, dict[str, Any]]]:
         """Step sub-envs ``rows`` with ``actions[row]`` in one model call; returns row -> 5-tuple."""
@@ -303,7 +285,9 @@ class DreamVectorEnv(VectorEnv):
             dream.advance(frame, actions[i])
             self._elapsed[i] += 1
             truncated = self.max_episode_steps is not None and self._elapsed[i] >= self.max_episode_steps
-            out[i] = (frame.copy(), self.reward_fn(frame, dream.goal), False, bool(truncated), dream.info())
+            reward, success = self.score(frame, dream.goal)
+            out[i] = (dream.observation(self.goal_conditioned), reward, self.terminate_on_success and success,
+                      bool(truncated), {**dream.info(), **success_info(success)})
         return out
 
     # ------------------------------------------------------------------ VectorEnv API
@@ -365,9 +349,15 @@ class DreamVectorEnv(VectorEnv):
             self._autoreset[:] = False
         return self._observations(), rewards, terminated, truncated, infos
 
-    def _observations(self) -> np.ndarray:
-        return np.stack([d.frames[-1] if d is not None else np.zeros(self.single_observation_space.shape, np.uint8)
-                         for d in self._dreams])
+    def _observations(self) -> np.ndarray | dict[str, np.ndarray]:
+        """uint8 [N, H, W, 3] (zeros for a sub-env never reset), or the dict of those and the goal frames."""
+        c = self.model.config
+        blank = np.zeros((c.frame_size, c.frame_size, c.channels), np.uint8)
+        frames = np.stack([blank if d is None else d.frames[-1] for d in self._dreams])
+        if not self.goal_conditioned:
+            return frames
+        return {OBSERVATION_KEY: frames,
+                GOAL_KEY: np.stack([blank if d is None else d.observation(True)[GOAL_KEY] for d in self._dreams])}
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """Each sub-env's current frame, uint8 [H, W, 3], when ``render_mode="rgb_array"``."""

@@ -1,4 +1,6 @@
-"""Where a dream starts: K context frames and actions from a trajectory store, or from a real reset of the task."""
+"""One dream's state, shared by ``DreamEnv`` and ``DreamVectorEnv``: where it starts (K context frames and actions
+from a trajectory store, or from a real reset of the task), the window it advances as it runs (``Dream``) and how
+its frames score against its goal (``DreamScore``)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 
+from worldvid.envs.goal_conditioned import goal_observation, success_info
 from worldvid.model import WorldModel
-from worldvid.windows import past_window
+from worldvid.windows import advance, past_window, with_action
 
 
 @dataclass
@@ -105,3 +109,84 @@ class StartSampler:
             self._real_env = None
         if self._store is not None:
             self._store.close()
+
+
+@dataclass
+class Dream:
+    """The running state of one dream: the last K frames uint8 [K, H, W, 3] = f[t-K+1..t], the K actions that led
+    into them (``past_actions`` float32 [K, A] = a[t-K..t-1], ``worldvid.windows``), the goal frame (uint8
+    [H, W, 3] or None), the generator of its sampler noise and where it started (``origin``)."""
+
+    frames: np.ndarray
+    past_actions: np.ndarray
+    goal: np.ndarray | None
+    generator: torch.Generator
+    origin: dict[str, Any]
+
+    @classmethod
+    def start(cls, sampler: StartSampler, np_random: np.random.Generator) -> "Dream":
+        """A dream from a start drawn with ``np_random``, which also seeds its noise generator."""
+        begin = sampler.draw(np_random)
+        generator = torch.Generator().manual_seed(int(np_random.integers(2**63 - 1)))
+        return cls(begin.frames, begin.past_actions, begin.goal, generator, begin.origin)
+
+    def window(self, action: np.ndarray) -> np.ndarray:
+        """The context actions a[t-K+1..t] for taking ``action`` now: float32 [K, A]."""
+        return with_action(self.past_actions, action)
+
+    def advance(self, frame: np.ndarray, action: np.ndarray) -> None:
+        """Append the imagined ``frame`` uint8 [H, W, 3] that ``action`` float32 [A] led to."""
+        self.frames, self.past_actions = advance(self.frames, self.past_actions, action, frame)
+
+    def observation(self, goal_conditioned: bool) -> np.ndarray | dict[str, np.ndarray]:
+        """The latest frame uint8 [H, W, 3] (a copy), or with ``goal_conditioned`` the dict of it and the goal
+        frame (``envs/goal_conditioned.py``); ValueError when the dream has no goal frame to show."""
+        if not goal_conditioned:
+            return self.frames[-1].copy()
+        if self.goal is None:
+            raise ValueError(f"goal_conditioned=True needs goal frames, but the dream started at {self.origin} has "
+                             "none: draw starts from a store (or a task) whose episodes have goal frames")
+        return goal_observation(self.frames[-1], self.goal)
+
+    def info(self) -> dict[str, Any]:
+        return {"goal_frame": None if self.goal is None else self.goal.copy()}
+
+    def reset_info(self, score: DreamScore) -> dict[str, Any]:
+        """The info of a reset: ``info()``, success (scored only with a threshold) and ``origin``."""
+        success = score.success(self.frames[-1], self.goal)
+        return {**self.info(), **success_info(success), "origin": dict(self.origin)}
+
+
+class DreamScore:
+    """How a dream's frames score against its goal: reward ``-cost(frame, goal)`` for the goal-image cost named
+    ``cost`` (``worldvid.costs``; 0 without goal or cost) and success ``cost <= success_cost`` (False without goal
+    or threshold: Dream-v0 has no true state to judge success by)."""
+
+    def __init__(self, cost: str | None, env_id: str, cost_model: str | os.PathLike | None = None,
+                 device: torch.device | None = None, success_cost: float | None = None) -> None:
+        self.name = cost
+        if success_cost is not None:
+            if cost is None:
+                raise ValueError("success_cost needs a goal-image cost to compare with it, got cost=None")
+            if isinstance(success_cost, bool) or not isinstance(success_cost, (int, float, np.number)) \
+                    or not np.isfinite(success_cost):
+                raise ValueError(f"success_cost must be a finite number (a {cost} cost) or None, got {success_cost!r}")
+        self.success_cost = None if success_cost is None else float(success_cost)
+        if cost is None:
+            self._cost = None
+        else:
+            from worldvid.costs import make_cost
+
+            self._cost = make_cost(cost, env_id=env_id, cost_model=None if cost_model is None else str(cost_model),
+                                   device=device)
+
+    def __call__(self, frame: np.ndarray, goal: np.ndarray | None) -> tuple[float, bool]:
+        """(reward, success) of ``frame`` uint8 [H, W, 3] against ``goal`` uint8 [H, W, 3] or None."""
+        if self._cost is None or goal is None:
+            return 0.0, False
+        cost = float(self._cost(frame, goal))
+        return -cost, self.success_cost is not None and cost <= self.success_cost
+
+    def success(self, frame: np.ndarray, goal: np.ndarray | None) -> bool:
+        """Success alone (at a start); no cost is computed without a threshold."""
+        return self.success_cost is not None and self(frame, goal)[1]

@@ -1,6 +1,6 @@
-"""The goal-conditioned Gymnasium contract of every task: Dict observations with the goal frame, ``is_success``,
-``terminate_on_success``, MuJoCo v5's ``width`` / ``height``, ``render_size``, and the rendering backend chosen
-when the first renderer is made. Tiny frames (16 px) keep it fast."""
+"""The goal-conditioned Gymnasium contract of every task and of Dream-v0: Dict observations with the goal frame,
+``is_success``, ``terminate_on_success``, MuJoCo v5's ``width`` / ``height``, ``render_size``, and the rendering
+backend chosen when the first renderer is made. Tiny frames (16 px) and a tiny untrained model keep it fast."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
 
-from worldvid.envs import TASKS
+from worldvid.envs import DREAM_ID, TASKS
 from worldvid.envs import gl_backend
 from worldvid.envs.goal_conditioned import GOAL_KEY, OBSERVATION_KEY, goal_space
 
@@ -167,6 +169,110 @@ def test_determinism_and_pickling_under_a_seed(env_id: str) -> None:
 def test_goal_space_rejects_what_is_not_a_frame_box() -> None:
     with pytest.raises(ValueError, match="Box"):
         goal_space(gym.spaces.Discrete(3))
+
+
+# ---------------------------------------------------------------------------- Dream-v0
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny untrained PointReach model (16 px, one sampler step) saved to a model folder; no store: dreams
+    start from real resets of the task, whose goal frames they keep."""
+    from worldvid.model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(action_dim=2, frame_size=SIZE, block_channels=(8, 16),
+                                        env_id="worldvid/PointReach-v0", num_steps=1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("goal_dream") / "model"
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_dream_goal_conditioned_single(tiny_model: str) -> None:
+    env = gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", goal_conditioned=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    observation, info = env.reset(seed=0)
+    assert env.observation_space.contains(observation)
+    np.testing.assert_array_equal(observation["desired_goal"], info["goal_frame"])
+    infos = [info]
+    for _ in range(2):
+        observation, reward, terminated, _, info = env.step(env.action_space.sample())
+        np.testing.assert_array_equal(observation["desired_goal"], info["goal_frame"])
+        assert env.observation_space.contains(observation) and not terminated
+        infos.append(info)
+    assert all(i["is_success"] is False and i["success"] is False for i in infos)  # no success_cost: no success
+    again, _ = gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", goal_conditioned=True).reset(seed=0)
+    assert all(np.array_equal(again[k], env.reset(seed=0)[0][k]) for k in again)
+    env.close()
+
+
+def test_dream_success_cost_and_terminate_on_success(tiny_model: str) -> None:
+    env = gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", success_cost=1e9, terminate_on_success=True)
+    _, info = env.reset(seed=1)
+    assert info["is_success"] is True  # every frame is within a threshold of 1e9
+    _, _, terminated, _, info = env.step(np.zeros(2, np.float32))
+    assert terminated is True and info["is_success"] is True and info["success"] is True
+    strict = gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", success_cost=0.0,
+                      terminate_on_success=True)
+    strict.reset(seed=1)
+    _, reward, terminated, _, info = strict.step(np.zeros(2, np.float32))
+    assert reward < 0 and terminated is False and info["is_success"] is False
+    with pytest.raises(ValueError, match="success_cost needs a goal-image cost"):
+        gym.make(DREAM_ID, model=tiny_model, cost=None, device="cpu", success_cost=1.0)
+    with pytest.raises(ValueError, match="success_cost must be a finite number"):
+        gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", success_cost=float("nan"))
+    with pytest.raises(ValueError, match="goal_conditioned must be True or False"):
+        gym.make(DREAM_ID, model=tiny_model, device="cpu", goal_conditioned="yes")
+
+
+def test_dream_goal_conditioned_vector(tiny_model: str) -> None:
+    n = 3
+    vector = gym.make_vec(DREAM_ID, num_envs=n, vectorization_mode="vector_entry_point", model=tiny_model,
+                          cost="blur", device="cpu", goal_conditioned=True, max_episode_steps=2)
+    assert vector.single_observation_space == make_single_space()
+    observations, infos = vector.reset(seed=3)
+    assert vector.observation_space.contains(observations)
+    assert observations["observation"].shape == (n, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(observations["desired_goal"], np.stack(infos["goal_frame"]))
+    single = gym.make(DREAM_ID, model=tiny_model, cost="blur", device="cpu", goal_conditioned=True)
+    for i in range(n):  # a start involves no model: sub-env i is the single env reset with seed 3 + i
+        first, _ = single.reset(seed=3 + i)
+        assert all(np.array_equal(first[k], observations[k][i]) for k in first)
+    for _ in range(2):
+        observations, _, terminated, truncated, infos = vector.step(np.zeros((n, 2), np.float32))
+        assert vector.observation_space.contains(observations) and not terminated.any()
+        assert infos["is_success"].dtype == np.bool_ and not infos["is_success"].any()
+    assert truncated.all()
+    vector.close()
+
+
+def make_single_space() -> gym.spaces.Dict:
+    frame = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+    return gym.spaces.Dict({"observation": frame, "desired_goal": frame})
+
+
+def test_dream_vector_terminates_on_success_same_step(tiny_model: str) -> None:
+    vector = gym.make_vec(DREAM_ID, num_envs=2, vectorization_mode="vector_entry_point", model=tiny_model,
+                          cost="blur", device="cpu", goal_conditioned=True, success_cost=1e9,
+                          terminate_on_success=True, autoreset_mode=AutoresetMode.SAME_STEP)
+    vector.reset(seed=0)
+    observations, _, terminated, truncated, infos = vector.step(np.zeros((2, 2), np.float32))
+    assert terminated.all() and not truncated.any() and infos["is_success"].all()
+    final = infos["final_obs"]  # one ended observation per sub-env, as SyncVectorEnv gives them
+    assert final.shape == (2,) and all(vector.single_observation_space.contains(obs) for obs in final)
+    assert vector.observation_space.contains(observations)
+    vector.close()
+
+
+def test_a_dream_without_a_goal_frame_cannot_be_goal_conditioned() -> None:
+    from worldvid.envs.dream_start import Dream
+
+    dream = Dream(np.zeros((4, SIZE, SIZE, 3), np.uint8), np.zeros((4, 2), np.float32), None, torch.Generator(),
+                  {"source": "store", "episode": 0, "t": 0})
+    assert dream.observation(False).shape == (SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="goal_conditioned=True needs goal frames"):
+        dream.observation(True)
 
 
 # ---------------------------------------------------------------------------- rendering backend
