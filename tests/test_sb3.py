@@ -99,3 +99,19 @@ def test_a_vector_env_that_resets_on_the_next_step_is_refused_in_one_line(tiny_r
     with pytest.raises(ValueError, match="autoreset_mode=SameStep"):
         sb3_vec_env(vector)
     vector.close()
+
+
+def test_imagination_rl_trains_in_the_dream_and_scores_in_reality(tiny_run, tmp_path):
+    from worldvid.experiments.imagination_rl import ImaginationRLConfig, run
+
+    config = ImaginationRLConfig(model=tiny_run, cost="keypoint", timesteps=32, num_envs=2, n_steps=16,
+                                 batch_size=16, n_epochs=1, features_dim=16, eval_episodes=2,
+                                 agents=("dream", "real", "random"))
+    results = run(config, tmp_path / "out")
+    for agent in ("dream", "real", "random"):
+        row = results["rows"][agent]
+        assert row["episodes"] == 2 and 0 <= row["successes"] <= 2 and row["seeds"] == [5000, 5001]
+    assert (tmp_path / "out" / "dream.zip").is_file() and (tmp_path / "out" / "real.zip").is_file()
+    assert "| dream |" in (tmp_path / "out" / "results.md").read_text()
+    with pytest.raises(ValueError, match="unknown agent"):
+        run(ImaginationRLConfig(model=tiny_run, agents=("teleport",)), tmp_path / "bad")
