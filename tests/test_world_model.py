@@ -196,13 +196,13 @@ def test_tiny_model_learns_to_move_a_dot():
 def test_save_load_round_trip(model, tmp_path):
     path = tmp_path / "ckpt"
     assert model.save_pretrained(path) == path
-    assert sorted(p.name for p in path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]  # + the model card
     loaded = WorldModel.from_pretrained(path, frame_size=S, action_dim=A, context=K)
     assert loaded.config == model.config and not loaded.training
     frames, past, future = inputs()
     assert torch.equal(loaded.rollout(frames, past, future, generator=gen(4)),
                        model.rollout(frames, past, future, generator=gen(4)))
-    assert json.loads((path / CONFIG_NAME).read_text())["_class_name"] == "WorldModel"
+    assert json.loads((path / CONFIG_NAME).read_text())["_worldvid_class"] == "WorldModel"  # not diffusers' key
 
 
 def test_save_replaces_atomically_and_keeps_other_files(tmp_path):

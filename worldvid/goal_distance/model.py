@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from worldvid.envs.factory import canonical_env_id
-from worldvid.model.pretrained import CONFIG_NAME, load_state_checked, read_folder, save_folder
-from worldvid.run_folder import MODEL_DIR
+from worldvid.model.pretrained import class_name_of, load_state_checked, read_folder, save_folder
 
 KIND = "goal-distance"
 
@@ -144,18 +143,33 @@ class GoalDistance(nn.Module):
             raise ValueError(f"the goal distance was learned on {have}, not on {env_id}")
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors into folder ``path`` atomically."""
+        """Write config.json + model.safetensors + a model card README.md into folder ``path`` atomically."""
         return save_folder(self, path, kind="goal distance")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> "GoalDistance":
-        """Load a folder written by ``save_pretrained`` (or a cost run folder holding it in model/), eval mode."""
-        path = Path(path)
-        if (path / MODEL_DIR).is_dir() and not (path / CONFIG_NAME).is_file():
-            path = path / MODEL_DIR
+    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str | None = None, *,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None) -> "GoalDistance":
+        """Load a folder written by ``save_pretrained`` (or a cost run folder holding it in model/), or Hub repo
+        "owner/name" at ``revision`` (``worldvid.hub.resolve_folder``), in eval mode. Weights stay float32: the
+        network reads float32 pixels."""
+        from worldvid.hub import remember_provenance, resolve_folder
+
+        path = resolve_folder(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                              token=token, kind="goal distance")
         data, state = read_folder(path, kind=KIND)
-        if data.get("_class_name") != cls.__name__:
-            raise ValueError(f"{path} holds a {data.get('_class_name')!r}, not a learned goal distance")
+        if class_name_of(data) != cls.__name__:
+            raise ValueError(f"{path} holds a {class_name_of(data)!r}, not a learned goal distance")
         model = cls(GoalDistanceConfig.from_dict(data))
         load_state_checked(model, state, path, kind=KIND)
+        remember_provenance(model, path)
         return model.to(device if device is not None else "cpu").eval()
+
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, commit_message: str | None = None) -> Any:
+        """Upload this distance (config, weights, card) to Hub repo ``repo_id`` as one commit; returns the
+        CommitInfo (``worldvid.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
+        from worldvid.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, revision=revision, private=private, token=token,
+                           commit_message=commit_message)

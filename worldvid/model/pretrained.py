@@ -1,5 +1,9 @@
 """Checkpoint folders of a ``WorldModel`` (and of any module with a ``config.to_dict()``, e.g. the learned
-goal distance): ``config.json`` + ``model.safetensors`` (diffusers' layout).
+goal distance): ``config.json`` + ``model.safetensors`` + a model card ``README.md`` (``worldvid.hub``).
+
+config.json names its class under ``_worldvid_class`` and the library under ``_library_name`` (format 2); format 1
+wrote diffusers' ``_class_name``, which sent diffusers' loaders looking for a diffusers class of that name: such
+folders still load. A card the user wrote (without ``worldvid.hub.CARD_MARKER``) is kept, never replaced.
 
 The weights carry a SHA-256 of every tensor in their metadata, so a corrupt file is refused by name; a folder
 is replaced atomically: the new one is written and synced beside it (``.NAME.tmp-PID-*``), then swapped in by
@@ -31,19 +35,30 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CLASS_KEY = "_worldvid_class"
+_OLD_CLASS_KEY = "_class_name"  # format 1: diffusers' key, which diffusers' loaders then tried to resolve
 _CHECKSUM_KEY = "worldvid_sha256"
 
 
-def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "world model") -> Path:
-    """Write ``model``'s ``config.json`` + ``model.safetensors`` into folder ``path``, atomically; returns the path.
+def class_name_of(config: Mapping[str, Any]) -> str | None:
+    """The class a saved config.json was written from (either format), None when it names none."""
+    return config.get(CLASS_KEY, config.get(_OLD_CLASS_KEY))
+
+
+def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "world model",
+                repo_id: str | None = None) -> Path:
+    """Write ``model``'s ``config.json`` + ``model.safetensors`` + model card ``README.md`` into folder ``path``,
+    atomically; returns the path.
 
     The files are written to a temporary sibling folder that then replaces ``path`` by rename, so an
-    existing checkpoint is never left half-overwritten. Other files already in ``path`` are carried over.
-    First a folder an interrupted save left is put back (``recover_folder``) and dead writers' leftovers removed.
+    existing checkpoint is never left half-overwritten. Other files already in ``path`` are carried over (a card
+    the user wrote too). First a folder an interrupted save left is put back (``recover_folder``) and dead
+    writers' leftovers removed. ``repo_id``: the Hub repo the card's usage example names (``worldvid.hub``).
     """
     from safetensors.torch import save_file
 
+    from worldvid.hub import CARD_NAME, card_is_ours, model_card
     from worldvid.version import __version__
 
     path = Path(path)
@@ -55,14 +70,19 @@ def save_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str = "wo
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        config = {"_class_name": type(model).__name__, "_worldvid_version": __version__,
+        config = {CLASS_KEY: type(model).__name__, "_library_name": "worldvid", "_worldvid_version": __version__,
                   "_format_version": FORMAT_VERSION, **model.config.to_dict()}
         _write_synced(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", _CHECKSUM_KEY: _checksum(state)})
+        checksum = state_checksum(state)
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", _CHECKSUM_KEY: checksum})
         fsync_path(tmp / WEIGHTS_NAME)
+        replaced = [CONFIG_NAME, WEIGHTS_NAME]
+        if not (path / CARD_NAME).is_file() or card_is_ours(path / CARD_NAME):
+            _write_synced(tmp / CARD_NAME, model_card(model, path, checksum, repo_id).encode())
+            replaced.append(CARD_NAME)
         if path.exists():
             for entry in path.iterdir():
-                if entry.name not in (CONFIG_NAME, WEIGHTS_NAME):
+                if entry.name not in replaced:
                     copy = shutil.copytree if entry.is_dir() else shutil.copy2
                     copy(entry, tmp / entry.name)
         fsync_path(tmp)
@@ -121,7 +141,7 @@ def _read_files(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Tensor
     except (SafetensorError, OSError) as e:
         raise ValueError(f"corrupt {kind} weights {weights_file}: {e}") from e
     checksum = metadata.get(_CHECKSUM_KEY)
-    if checksum is not None and checksum != _checksum(state):
+    if checksum is not None and checksum != state_checksum(state):
         raise ValueError(f"corrupt {kind} weights {weights_file}: checksum mismatch")
     return data, state
 
@@ -142,14 +162,26 @@ def load_state_checked(model: torch.nn.Module, state: Mapping[str, Tensor], path
 
 
 def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: bool | None = None,
+                dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                 expect: Mapping[str, Any] | None = None, **used_with: Any) -> "WorldModel":
-    """A ``cls`` model (on the CPU, train mode) from a folder written by ``save_folder``.
+    """A ``cls`` model (on ``device``, the CPU by default; train mode) from a folder written by ``save_folder``.
 
-    ``expect`` / ``used_with`` (frame_size, action_dim, context, env_id): what the model will be used with; a
-    mismatch raises ValueError naming the field. A missing file raises FileNotFoundError and a corrupt one
-    ValueError, each naming the file.
+    ``dtype``: the weights' dtype, float32 (None) or bfloat16, which runs under bf16 autocast (the network's
+    float32 inputs meet bf16 weights only there). ``expect`` / ``used_with`` (frame_size, action_dim, context,
+    env_id): what the model will be used with; a mismatch raises ValueError naming the field. A missing file
+    raises FileNotFoundError and a corrupt one ValueError, each naming the file.
     """
+    device = torch.device(device if device is not None else "cpu")
+    if dtype not in (None, torch.float32, torch.bfloat16):
+        raise ValueError(f"a world model loads as float32 or bfloat16, not {dtype} (autocast= sets the precision "
+                         "it computes in)")
+    no_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()  # autocast would run fp16 there
+    if dtype == torch.bfloat16 and (autocast is False or no_bf16):
+        raise ValueError("bfloat16 weights need bf16 autocast: pass autocast=None or True on a device with bf16, "
+                         "or dtype=torch.float32")
     data, state = read_folder(path)
+    if class_name_of(data) not in (None, cls.__name__):
+        raise ValueError(f"{path} holds a {class_name_of(data)}, not a {cls.__name__}")
     try:
         config = WorldModelConfig.from_dict(data)
     except (TypeError, ValueError) as e:
@@ -160,7 +192,23 @@ def load_folder(cls: type["WorldModel"], path: str | os.PathLike, *, autocast: b
     except ValueError as e:
         raise ValueError(f"checkpoint {path}: {e}") from e
     load_state_checked(model, state, path)
-    return model
+    if dtype == torch.bfloat16:
+        model.autocast = True
+    return model.to(device=device, dtype=dtype)
+
+
+def weights_dtype(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str | None = None) -> torch.dtype | None:
+    """The dtype a ``from_pretrained`` call asks for: ``dtype`` or its older name ``torch_dtype`` (diffusers',
+    transformers'), a torch.dtype or its name ("bfloat16", "torch.float32"); None or "auto": as saved."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} differ: pass one")
+    value = dtype if dtype is not None else torch_dtype
+    if value is None or value == "auto" or isinstance(value, torch.dtype):
+        return None if value == "auto" else value
+    found = getattr(torch, str(value).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype):
+        raise ValueError(f"unknown dtype {value!r} (e.g. torch.float32, 'bfloat16')")
+    return found
 
 
 def _leftovers(path: Path) -> list[Path]:
@@ -222,7 +270,8 @@ def remove_stale_leftovers(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _checksum(state: Mapping[str, Tensor]) -> str:
+def state_checksum(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 (hex) of a state dict's names, dtypes, shapes and bytes: what a weights file's metadata records."""
     digest = hashlib.sha256()
     for key in sorted(state):
         tensor = state[key].contiguous()

@@ -287,29 +287,51 @@ class WorldModel(nn.Module):
                 + (f" (env {self.config.env_id})" if self.config.env_id and key != "env_id" else ""))
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into folder ``path``, atomically; returns the path.
+        """Write ``config.json`` + ``model.safetensors`` + a model card ``README.md`` into folder ``path``,
+        atomically; returns the path.
 
         See ``worldvid.model.pretrained.save_folder``: an existing checkpoint is never left half-overwritten.
         """
         return save_folder(self, path)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None, expect: Mapping[str, Any] | None = None,
                         frame_size: int | None = None, action_dim: int | None = None,
                         context: int | None = None, env_id: str | None = None,
                         device: torch.device | str | None = None, autocast: bool | None = None,
-                        channels_last: bool = CHANNELS_LAST_DEFAULT) -> "WorldModel":
-        """Load a folder written by ``save_pretrained`` onto ``device`` (CPU by default), in eval mode.
+                        channels_last: bool = CHANNELS_LAST_DEFAULT, dtype: torch.dtype | str | None = None,
+                        torch_dtype: torch.dtype | str | None = None) -> "WorldModel":
+        """Load a folder written by ``save_pretrained`` (or a run folder's model/), or Hub repo "owner/name" at
+        ``revision`` (``worldvid.hub.resolve_folder``: through huggingface_hub's cache, ``cache_dir``; only the
+        cache when HF_HUB_OFFLINE or ``local_files_only``), onto ``device`` (CPU by default), in eval mode.
 
         frame_size / action_dim / context / env_id / expect (any config fields): what the model will be
-        used with; a mismatch raises ValueError naming the field (see ``check_compatible``). A missing
-        file raises FileNotFoundError and a corrupt one ValueError, each naming the file.
+        used with; a mismatch raises ValueError naming the field (see ``check_compatible``). ``dtype`` (or
+        ``torch_dtype``): float32 (default) or bfloat16 weights (run under bf16 autocast). A missing file raises
+        FileNotFoundError and a corrupt one ValueError, each naming the file.
         """
-        model = load_folder(cls, path, autocast=autocast, expect=expect, frame_size=frame_size,
-                            action_dim=action_dim, context=context, env_id=env_id)
-        model.to(device if device is not None else "cpu")
+        from worldvid.hub import remember_provenance, resolve_folder
+        from worldvid.model.pretrained import weights_dtype
+
+        folder = resolve_folder(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                token=token, kind="world model")
+        model = load_folder(cls, folder, autocast=autocast, dtype=weights_dtype(dtype, torch_dtype), device=device,
+                            expect=expect, frame_size=frame_size, action_dim=action_dim, context=context,
+                            env_id=env_id)
         model.channels_last = channels_last
+        remember_provenance(model, folder)
         return model.eval()
+
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, commit_message: str | None = None) -> Any:
+        """Upload this model (config, weights, card) to Hub repo ``repo_id`` as one commit; returns the CommitInfo
+        (``worldvid.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
+        from worldvid.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, revision=revision, private=private, token=token,
+                           commit_message=commit_message)
 
 
 # ---------------------------------------------------------------------- helpers
