@@ -1,5 +1,5 @@
 """Shared pieces of the training loops (world model, learned goal distance): the learning-rate schedule,
-the EMA of the weights, and the metrics log of a run folder."""
+the EMA of the weights, and the metrics log of a run folder (which feeds the run's tracker, ``worldvid.tracking``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 
 from worldvid.atomic import write_bytes_atomic
 from worldvid.run_folder import RunFolder
+from worldvid.tracking import NoTracker, Tracker
 
 
 def lr_schedule(config: Any) -> Callable[[int], float]:
@@ -77,23 +78,19 @@ def _append_synced(path: Path, text: str) -> None:
 
 
 class MetricsLog:
-    """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv (and TensorBoard when installed).
+    """Appends metric rows to RUN/metrics.jsonl and RUN/metrics.csv, and sends them to ``tracker``
+    (``worldvid.tracking``: TensorBoard, W&B; None: none).
 
     A kill at any moment leaves a readable prefix of rows: on start the rows up to ``resume_step`` are kept and
     both files rewritten atomically (temporary file, fsync, rename); each row is then appended, flushed and
-    fsynced. A torn last line is dropped on the next start (``read_metrics``).
+    fsynced, before the tracker sees it. A torn last line is dropped on the next start (``read_metrics``).
     """
 
-    def __init__(self, run: RunFolder, resume_step: int) -> None:
+    def __init__(self, run: RunFolder, resume_step: int, tracker: Tracker | None = None) -> None:
         self.jsonl, self.csv = run.metrics_jsonl, run.metrics_csv
         self.rows = [r for r in read_metrics(self.jsonl) if r["step"] <= resume_step]  # later rows are redone
         self._rewrite()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run.path / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:
-            self.tb = None
+        self.tracker: Tracker = NoTracker() if tracker is None else tracker
 
     def _rewrite(self) -> None:
         write_bytes_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
@@ -114,11 +111,8 @@ class MetricsLog:
             writer.writeheader()
         writer.writerow(row)
         _append_synced(self.csv, text.getvalue())
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step":
-                    self.tb.add_scalar(key, value, row["step"])
+        self.tracker.scalars({k: v for k, v in row.items() if k != "step"}, row["step"])
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        """Close the tracker (the files are complete after every ``add``)."""
+        self.tracker.close()
