@@ -1,6 +1,7 @@
 """Training the world model: AdamW with warm-up, gradient clipping, EMA, atomic resumable checkpoints.
 
-What a run folder holds is ``worldvid.run_folder``; TensorBoard events are written there too, when installed.
+What a run folder holds is ``worldvid.run_folder``; the metric rows also go to the tracker ``TrainConfig.logger``
+names (``worldvid.tracking``: TensorBoard or W&B), with a picture of real vs imagined held-out frames at checkpoints.
 
 Batches are drawn from a generator seeded by (seed, step), and the diffusion noise likewise, so a run
 resumed from step s draws exactly what the uninterrupted run drew after s: resumed weights are
@@ -28,9 +29,11 @@ from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
+from worldvid.evaluate import Windows
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.run_folder import RunFolder, resume_config
+from worldvid.tracking import check_logger, open_tracker, preview_image, preview_windows, resolve_logger
 
 
 class TrainingDivergedError(RuntimeError):
@@ -72,8 +75,13 @@ class TrainConfig:
     data_weights: tuple[float, ...] | None = None
     """With several episode stores: the share of each batch drawn from each (normalised); None: every window
     equally likely, whatever store it is in."""
+    logger: str = "auto"
+    """Experiment tracker beside the metrics files: 'tensorboard' (RUN/tensorboard, through tensorboard or
+    tensorboardX), 'wandb' (pip install wandb; WANDB_MODE, WANDB_PROJECT apply), 'none', or 'auto' (TensorBoard
+    when a writer is installed, else none). Scalars every log_every steps, real vs imagined frames at checkpoints."""
 
     def __post_init__(self) -> None:
+        check_logger(self.logger)
         if self.data_weights is not None:
             weights = tuple(float(w) for w in self.data_weights)
             if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
@@ -90,9 +98,9 @@ class TrainConfig:
             raise ValueError("need 0 <= lr_final_fraction <= 1, weight_decay >= 0 and grad_clip > 0")
 
 
-RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every", "num_workers", "autocast")
+RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every", "num_workers", "autocast", "logger")
 """TrainConfig fields a resumed run may change: when it stops, how often it logs and saves, how it reads data,
-its precision. Everything else (schedule, seed, batches, data mix) would make it another run."""
+its precision, its tracker. Everything else (schedule, seed, batches, data mix) would make it another run."""
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -230,6 +238,8 @@ def train(
         part[len(part) - 1]  # one window of each store reads as training will
     dataset = torch.utils.data.ConcatDataset(parts)
     held_out = splits[0][1]
+    logger = resolve_logger(train_config.logger)  # a missing tracker package fails here, before any write
+    preview = None if logger == "none" else preview_windows(stores[0], held_out, model_config.context)
 
     torch.manual_seed(train_config.seed)
     model = WorldModel(model_config).to(device)
@@ -252,17 +262,21 @@ def train(
         return _train_loop(run, train_config, model, ema, optimizer, scheduler, loader, step, device, progress, {
             "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
             "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
-        }) | {"train_episodes": sum(len(t) for t, _ in splits), "held_out_episodes": sum(len(h) for _, h in splits),
-              "windows": len(dataset)}
+        }, logger, preview) | {"train_episodes": sum(len(t) for t, _ in splits),
+                               "held_out_episodes": sum(len(h) for _, h in splits), "windows": len(dataset)}
 
 
 def _train_loop(run: RunFolder, train_config: TrainConfig, model: WorldModel, ema: WorldModel,
                 optimizer: torch.optim.Optimizer, scheduler: Any, loader: torch.utils.data.DataLoader, step: int,
-                device: torch.device, progress: bool, record: dict[str, Any]) -> dict[str, Any]:
+                device: torch.device, progress: bool, record: dict[str, Any], logger: str = "none",
+                preview: Windows | None = None) -> dict[str, Any]:
     """Write train_config.json (``record``) and train from ``step`` to ``train_config.steps``, logging and
-    checkpointing into ``run``; called holding the run's lock. Returns the first part of ``train``'s summary."""
+    checkpointing into ``run``; called holding the run's lock. Returns the first part of ``train``'s summary.
+
+    logger: the resolved tracker (``worldvid.tracking.resolve_logger``); preview: the held-out windows whose
+    real and imagined frames it is shown at each checkpoint (None: no picture)."""
     run.write_config(record)
-    log = MetricsLog(run, step)
+    log = MetricsLog(run, step, open_tracker(logger, run.path, step, {**record, "model": model.config.to_dict()}))
 
     def checkpoint() -> None:  # the model first: a training state always has a model folder to resume with
         ema.save_pretrained(run.model_path)
@@ -306,6 +320,8 @@ def _train_loop(run: RunFolder, train_config: TrainConfig, model: WorldModel, em
             window_loss, window_start = [], time.perf_counter()
         if step % train_config.checkpoint_every == 0 or step == train_config.steps:
             checkpoint()
+            if preview is not None:
+                log.tracker.image("imagined", preview_image(ema, preview, step), step)
     bar.close()
     log.close()
     return {

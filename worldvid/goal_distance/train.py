@@ -36,6 +36,7 @@ from worldvid.device import resolve_device
 from worldvid.goal_distance.model import GoalDistance, GoalDistanceConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.run_folder import RunFolder, resume_config
+from worldvid.tracking import Tracker, check_logger, open_tracker, resolve_logger
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,12 @@ class GoalDistanceTrainConfig:
     """Seeds initial weights and every batch."""
     held_out_fraction: float = 0.1
     """Share of each store's episodes (the last ones) never trained on, for diagnostics."""
+    logger: str = "auto"
+    """Experiment tracker beside the metrics files: 'tensorboard', 'wandb', 'none' or 'auto' (TensorBoard when
+    a writer is installed, else none); as in the world model's TrainConfig."""
 
     def __post_init__(self) -> None:
+        check_logger(self.logger)
         for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -102,7 +107,7 @@ class GoalDistanceTrainConfig:
             raise ValueError("max_distance must exceed 1, step_slack be positive, held_out_fraction in (0, 1)")
 
 
-RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every")
+RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every", "logger")
 """GoalDistanceTrainConfig fields a resumed run may change; any other would make it another run."""
 
 
@@ -242,6 +247,7 @@ def train_goal_distance(
     if saved is not None:
         run.check_same_data(records)
     pairs = FramePairs(stores, [train for train, _ in splits], progress=progress)  # reads every frame: checks the data
+    logger = resolve_logger(train_config.logger)  # a missing tracker package fails here, before any write
 
     torch.manual_seed(train_config.seed)
     model, multiplier = GoalDistance(model_config).to(device), _Multiplier().to(device)
@@ -258,17 +264,20 @@ def train_goal_distance(
                             "scheduler": scheduler}, run.path)
         step = state["step"]
     with run.writing("train-cost", checked):
-        run.write_config({"train": asdict(train_config), "model": model_config.to_dict(), "kind": "goal_distance",
-                          "data": records[0]["data"], "held_out_episodes": splits[0][1], "stores": records})
-        return _train_loop(run, train_config, model, ema, multiplier, optimizer, scheduler, pairs, step, progress)
+        record = {"train": asdict(train_config), "model": model_config.to_dict(), "kind": "goal_distance",
+                  "data": records[0]["data"], "held_out_episodes": splits[0][1], "stores": records}
+        run.write_config(record)
+        tracker = open_tracker(logger, run.path, step, record)
+        return _train_loop(run, train_config, model, ema, multiplier, optimizer, scheduler, pairs, step, progress,
+                           tracker)
 
 
 def _train_loop(run: RunFolder, train_config: GoalDistanceTrainConfig, model: GoalDistance, ema: GoalDistance,
                 multiplier: _Multiplier, optimizer: torch.optim.Optimizer, scheduler: Any, pairs: FramePairs,
-                step: int, progress: bool) -> dict[str, Any]:
+                step: int, progress: bool, tracker: Tracker | None = None) -> dict[str, Any]:
     """Train from ``step`` to ``train_config.steps``, logging and checkpointing into ``run`` (whose lock the
-    caller holds); returns ``train_goal_distance``'s summary."""
-    log = MetricsLog(run, step)
+    caller holds), the metric rows also sent to ``tracker``; returns ``train_goal_distance``'s summary."""
+    log = MetricsLog(run, step, tracker)
 
     def checkpoint() -> None:  # the model first: a training state always has a model folder to resume with
         ema.save_pretrained(run.model_path)
