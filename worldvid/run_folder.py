@@ -3,9 +3,12 @@
 A run folder RUN (``worldvid train --out RUN``) holds::
 
     train_config.json     the TrainConfig of the run and, per episode store, its folder and held-out episodes
-    model/                the EMA weights as a WorldModel checkpoint (config.json + model.safetensors)
+    model/                the EMA weights as a WorldModel checkpoint (config.json + model.safetensors + README.md,
+                          its model card)
     training_state.pt     everything ``--resume`` needs (``worldvid.checkpoint``)
     metrics.jsonl/.csv    one row per logging interval
+    tensorboard/          the tracker's event files (``--logger`` auto/tensorboard; ``worldvid.tracking``)
+    wandb_run.json        the W&B run id a resumed run continues (``--logger wandb``)
 
 Every command that takes ``--model RUN`` also accepts a bare model folder (one holding config.json);
 ``RunFolder.of`` tells them apart.

@@ -94,7 +94,7 @@ def _option(name: str, annotation: Any, default: Any, doc: str, required: bool,
         raise TypeError(f"no command-line form for {name}: {annotation!r}")
     doc = doc or name.replace("_", " ")
     shown = "" if required or "default" in doc.lower() else f" (default: {_show(default)})"
-    kwargs: dict[str, Any] = {"dest": name, "help": doc + shown}
+    kwargs: dict[str, Any] = {"dest": name, "help": (doc + shown).replace("%", "%%")}  # argparse %-formats help
     if kind == "bool":
         return Option(flag(name), {**kwargs, "action": argparse.BooleanOptionalAction, "default": default})
     kwargs.update(type=item, required=required)
