@@ -74,6 +74,21 @@ def test_ppo_trains_on_a_32px_task_with_the_small_frame_extractor():
     assert env.action_space.contains(action.astype(np.float32))
 
 
+@pytest.mark.parametrize("env_id", ["worldvid/PointReach-v0", "worldvid/Push-v0", "worldvid/Reacher-v0",
+                                    "worldvid/PushT-v0"])
+def test_sb3_runs_unchanged_on_every_task_with_goal_conditioned_observations(env_id):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(env_id, size=16, goal_conditioned=True, terminate_on_success=True)
+    sb3_check_env(env.unwrapped, warn=False, skip_render_check=True)
+    model = PPO("MultiInputPolicy", env, **TINY_PPO)
+    model.learn(16)
+    observation, info = env.reset(seed=1)
+    assert set(observation) == {"observation", "desired_goal"} and "is_success" in info
+    action, _ = model.predict(observation, deterministic=True)
+    assert env.step(action)[4]["is_success"] in (True, False)
+
+
 def test_dream_vector_env_is_one_sb3_vec_env_with_terminal_observations(tiny_run):
     vector = gym.make_vec(DREAM_ID, num_envs=3, vectorization_mode="vector_entry_point", model=tiny_run,
                           max_episode_steps=4, autoreset_mode="SameStep")
