@@ -162,15 +162,21 @@ def _planner_config(args: argparse.Namespace):
     return PlannerConfig(**given)
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def plan_config(args: argparse.Namespace):
+    """The ``PlanEvalConfig`` of parsed ``worldvid plan`` options."""
     from worldvid.experiments.plan_config import PlanEvalConfig
+
+    given = values(args, [f.name for f in dataclasses.fields(PlanEvalConfig) if f.name not in PLAN_OWN])
+    given["num_steps"] = given["num_steps"] or None  # 0: the model's default
+    return PlanEvalConfig(**given, planner_config=_planner_config(args), device=args.device)
+
+
+def run_plan(args: argparse.Namespace) -> int:
     from worldvid.experiments.plan_eval import evaluate_planner
     from worldvid.experiments.plan_table import format_table
     from worldvid.parallel import init_ray
 
-    given = values(args, [f.name for f in dataclasses.fields(PlanEvalConfig) if f.name not in PLAN_OWN])
-    given["num_steps"] = given["num_steps"] or None  # 0: the model's default
-    config = PlanEvalConfig(**given, planner_config=_planner_config(args), device=args.device)
+    config = plan_config(args)
     if args.address:
         init_ray(address=args.address)
     report = evaluate_planner(config, out=args.out, video=args.video, record=args.record)
@@ -185,6 +191,12 @@ def run_table(args: argparse.Namespace) -> int:
     from worldvid.experiments.plan_table import format_table, summary_rows
 
     print(format_table(summary_rows(args.dirs)))
+    if args.commands:
+        from worldvid.cli.reproduce import folder_command
+
+        print()
+        for folder in args.dirs:
+            print(folder_command(folder))
     return 0
 
 

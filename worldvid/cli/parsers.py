@@ -222,7 +222,9 @@ def add_plan(parser: argparse.ArgumentParser) -> None:
 
 
 def add_table(parser: argparse.ArgumentParser) -> None:
-    declare(parser, _plain(("dirs", {"nargs": "+", "metavar": "DIR", "help": "out folders of worldvid plan"})))
+    declare(parser, _plain(("dirs", {"nargs": "+", "metavar": "DIR", "help": "out folders of worldvid plan"}),
+                           ("--commands", {"action": "store_true",
+                                           "help": "also print the worldvid plan command that reproduces each row"})))
 
 
 def add_dagger(parser: argparse.ArgumentParser) -> None:
