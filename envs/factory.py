@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 
 from worldvid.envs import TASKS
 from worldvid.envs.gl_backend import ensure_backend
@@ -17,6 +18,18 @@ from worldvid.envs.wrappers import PixelObservation
 
 MIN_FRAME_SIZE = 8
 """Smallest frame side, in pixels, worldvid renders."""
+
+GYMNASIUM_CAMERAS: dict[str, dict[str, Any]] = {
+    "Reacher-v5": {"distance": 0.6, "elevation": -90.0, "azimuth": 90.0, "lookat": (0.0, 0.0, 0.0)},
+    "Pusher-v5": {"distance": 2.0, "elevation": -90.0, "azimuth": 90.0, "lookat": (0.15, -0.4, 0.0)},
+}
+"""Top-down cameras for Gymnasium MuJoCo ids whose default view wastes a small frame (``default_camera_config``).
+
+Reacher-v5's default camera looks at the arena from afar at an angle: at 32 px the arm is a few dark pixels
+(10% of pixels change in 30 random steps); from straight above at 0.6 m it fills the frame (35%). Pusher-v5's
+default view is 4 m away (3% change); from 2 m above the table, 14%. Used unless the caller passes its own
+``default_camera_config``, ``camera_id`` or ``camera_name``; other ids keep Gymnasium's camera.
+"""
 
 
 def canonical_env_id(env_id: str) -> str:
@@ -44,7 +57,7 @@ def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
     worldvid's own tasks render their observations themselves (``env_kwargs`` may hold their options, e.g.
     ``goal_conditioned=True``). Any other registered env must support ``render_mode="rgb_array"``; its rendered
     frames become the observations (``PixelObservation``); a MuJoCo one renders with the GL backend
-    ``envs/gl_backend.py`` chooses.
+    ``envs/gl_backend.py`` chooses, through the camera ``GYMNASIUM_CAMERAS`` names for its id, if any.
     Raises ValueError for an unknown id, an env that cannot render rgb_array, or a non-Box action space.
     """
     if size < MIN_FRAME_SIZE:
@@ -56,6 +69,10 @@ def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
         modes = _render_modes(env_class(env_id))
         if modes is not None and "rgb_array" not in modes:
             raise ValueError(f"{env_id} cannot render rgb_array frames (render modes: {modes})")
+        camera = GYMNASIUM_CAMERAS.get(canonical_env_id(spec.id))
+        if camera is not None and not {"default_camera_config", "camera_id", "camera_name"} & set(env_kwargs):
+            env_kwargs = {**env_kwargs, "default_camera_config": {k: np.asarray(v) if isinstance(v, tuple) else v
+                                                                  for k, v in camera.items()}}
         try:
             env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
         except TypeError:  # an env without width/height keywords: resize its frames instead

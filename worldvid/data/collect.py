@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldvid.data.episode import Episode
-from worldvid.data.policies import CollectionPolicy, make_policy
+from worldvid.data.policies import CollectionPolicy, make_policy, policy_for_env
 from worldvid.data.store import EpisodeStore, StoreSpec
 from worldvid.envs.factory import canonical_env_id, make_pixel_env
 from worldvid.parallel import bounded_queue, explain, init_ray, reworded
@@ -98,6 +98,19 @@ def store_spec(env_id: str, size: int, policy: str, seed: int, episodes_per_shar
         probe.close()
 
 
+def default_policy(env_id: str, size: int, policy: str, env_kwargs: dict[str, Any] | None = None) -> str:
+    """``policy``, or "random" when it is "mixed" (the default) and ``env_id`` has no scripted expert
+    (``worldvid.data.policies.policy_for_env``); the fallback prints one note."""
+    probe = make_pixel_env(env_id, size, **dict(env_kwargs or {}))
+    try:
+        policy, note = policy_for_env(policy, probe)
+    finally:
+        probe.close()
+    if note:
+        print(note, flush=True)
+    return policy
+
+
 def collect(
     env_id: str,
     num_episodes: int,
@@ -115,6 +128,7 @@ def collect(
 
     With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once; Ray is started
     locally if it is not running, or set ``RAY_ADDRESS`` to run on a cluster: ``worldvid.parallel.init_ray``).
+    The default policy, "mixed", is "random" on an env without a scripted expert (one printed note).
     Shards are assigned by episode index, so the data is identical whatever ``workers`` is. The store's write
     lock is held throughout: a second writer into the same folder gets ``FolderLockedError``. Re-running into
     the same folder keeps the finished shards that verify (size and checksum, or a full read for shards
@@ -128,6 +142,7 @@ def collect(
         raise ValueError(f"workers must be >= 1, got {workers}")
     env_kwargs = dict(env_kwargs or {})
     make_policy(policy)  # fail on a bad name before any work starts
+    policy = default_policy(env_id, size, policy, env_kwargs)
     spec = store_spec(env_id, size, policy, seed, episodes_per_shard, env_kwargs)
     num_shards = -(-num_episodes // episodes_per_shard)
     start = time.perf_counter()

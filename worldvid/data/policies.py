@@ -177,6 +177,21 @@ def expert_goal(env: gym.Env, steps: int, seed: int) -> dict:
     return task.adopt_goal(goal_qpos)
 
 
+def has_expert(env: gym.Env) -> bool:
+    """Whether ``env`` has a scripted expert (``scripted_action``: worldvid's tasks do, Gymnasium's own envs do not)."""
+    return hasattr(env.unwrapped, "scripted_action")
+
+
+def policy_for_env(name: str, env: gym.Env) -> tuple[str, str | None]:
+    """(the policy to collect ``env`` with, a one-line note or None): "mixed", the default, falls back to
+    "random" on an env without a scripted expert (its wandering half is all such an env can have); every
+    other name is kept (one that needs an expert fails at its ``reset`` with its own line)."""
+    if name == "mixed" and not has_expert(env):
+        env_id = env.spec.id if env.spec else type(env.unwrapped).__name__
+        return "random", f"note: {env_id} has no scripted expert; collecting with --policy random instead of mixed"
+    return name, None
+
+
 def make_policy(name: str) -> CollectionPolicy:
     """A fresh policy by name (one of ``POLICIES``)."""
     if name not in POLICIES:
