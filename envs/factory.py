@@ -77,7 +77,7 @@ def make_pixel_env(env_id: str, size: int = 64, **env_kwargs: Any) -> gym.Env:
             env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
         except TypeError:  # an env without width/height keywords: resize its frames instead
             env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
-        if _renders_with_mujoco(env):
+        if is_mujoco_env(env):
             ensure_backend()  # before its renderer's first GL context, made at the first observation
         env = PixelObservation(env, size)
     if not isinstance(env.action_space, gym.spaces.Box):
@@ -92,7 +92,7 @@ def _render_modes(creator: Callable[..., gym.Env]) -> list[str] | None:
     return metadata.get("render_modes") if isinstance(metadata, dict) else None
 
 
-def _renders_with_mujoco(env: gym.Env) -> bool:
+def is_mujoco_env(env: gym.Env) -> bool:
     """Whether ``env`` is one of Gymnasium's MuJoCo envs (checked without importing mujoco for other envs)."""
     if "mujoco" not in sys.modules:
         return False

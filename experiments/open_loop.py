@@ -12,32 +12,49 @@ from worldvid.device import resolve_device
 from worldvid.evaluate import controllability, evaluate_open_loop
 from worldvid.run_folder import RunFolder
 
-REPORT_STEPS = (1, 2, 4, 8, 16)
-"""Imagined steps shown in the terminal table (all steps go to the JSON)."""
+REPORT_STEPS = (1, 2, 4, 8, 16, 25, 50)
+"""Imagined steps shown in the terminal table when the rollout is that long (all steps go to the JSON)."""
+
+
+def skipped_steps(report: dict[str, Any]) -> list[str]:
+    """One note per step of ``REPORT_STEPS`` within the rollout that no held-out window reaches."""
+    return [f"step {step}: skipped, no held-out episode is long enough to reach it"
+            for step in REPORT_STEPS if step <= report["horizon"] and report["model"]["psnr"][step - 1] is None]
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The terminal table: per reported step, model beside copy-last-frame (PSNR, SSIM, the goal object's
-    position error and, for a task whose goal includes a heading, its heading error)."""
+    """The terminal table: per reported step, model beside copy-last-frame (PSNR, SSIM, the moving-part error,
+    the goal object's position error and, for a task whose goal includes a heading, its heading error); then
+    one note per reported step no window reaches, and the controllability line (or its skip)."""
     model, copy = report["model"], report["copy_last_frame"]
     # (score key, column title, width, decimals): the errors shown with their copy-last-frame ratio, when scored
-    errors = [column for column in (("goal_object_error_px", f"{report['goal_object']} err px", 16, 2),
+    errors = [column for column in (("moving_part_error", "moving err", 10, 4),
+                                    ("goal_object_error_px", f"{report['goal_object']} err px", 16, 2),
                                     ("goal_object_heading_error_rad", "heading err rad", 15, 3)) if column[0] in model]
     head = f"{'step':>4}  {'PSNR model':>10} {'copy':>6}  {'SSIM model':>10} {'copy':>6}"
     head += "".join(f"  {title:>{width}} {'copy':>6} {'ratio':>6}" for _, title, width, _ in errors)
     lines = [f"{report['env_id']}: {report['windows']} windows from {len(report['episodes'])} held-out episodes", head]
     for step in (s for s in REPORT_STEPS if s <= report["horizon"]):
         j = step - 1
+        if model["psnr"][j] is None:
+            continue
         line = f"{step:4d}  {model['psnr'][j]:10.2f} {copy['psnr'][j]:6.2f}  {model['ssim'][j]:10.3f} {copy['ssim'][j]:6.3f}"
         for key, _, width, decimals in errors:
+            if model[key][j] is None or copy[key][j] is None:  # nothing moved in any window reaching the step
+                line += f"  {'-':>{width}} {'-':>6} {'-':>6}"
+                continue
             ratio = copy[key][j] / max(model[key][j], 1e-6)
             line += f"  {model[key][j]:{width}.{decimals}f} {copy[key][j]:6.{decimals}f} {ratio:5.1f}x"
         lines.append(line)
-    if "controllability" in report:
-        c = report["controllability"]
+    lines += skipped_steps(report)
+    c = report.get("controllability")
+    if c is not None and "skipped" in c:
+        lines.append(c["skipped"])
+    elif c is not None:
+        f = ".2f" if c.get("unit", "px") == "px" else ".4f"
         lines.append(
-            f"controllability ({c['seeds']} seeds, {c['horizon']} steps, px): imagined-vs-real {c['matched']:.2f}, "
-            f"real A-vs-B {c['real_divergence']:.2f}, imagined A-vs-B {c['imagined_divergence']:.2f} -> "
+            f"controllability ({c['seeds']} seeds, {c['horizon']} steps, {c.get('unit', 'px')}): imagined-vs-real {c['matched']:{f}}, "
+            f"real A-vs-B {c['real_divergence']:{f}}, imagined A-vs-B {c['imagined_divergence']:{f}} -> "
             f"{'PASSED' if c['passed'] else 'FAILED'}"
         )
     return "\n".join(lines)
@@ -71,7 +88,9 @@ def run_open_loop_evaluation(
     report = evaluate_open_loop(world_model, store, episodes, horizon=rollout_steps, seed=seed)
     if controllability_seeds > 0:
         seeds = range(1_000_000, 1_000_000 + controllability_seeds)  # never seen in training (those use small seeds)
-        report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, rollout_steps), seed=seed)
+        report["controllability"] = controllability(world_model, store.spec.env_id, seeds, horizon=min(8, rollout_steps),
+                                                    env_kwargs=store.spec.env_kwargs, seed=seed)
+    report["notes"] = skipped_steps(report)
     out = (Path(out) if out else run.path) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, report)

@@ -1,17 +1,18 @@
 """Open-loop evaluation of a world model against real frames, beside the copy-last-frame baseline,
-and an action-controllability check on the true simulator."""
+and an action-controllability check on the true simulator (worldvid's tasks and any Gymnasium MuJoCo env)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from worldvid.data.store import EpisodeStore
+from worldvid.envs.factory import is_mujoco_env, make_pixel_env
 from worldvid.keypoints import task_has_heading, task_objects
-from worldvid.metrics import heading_error, object_position_error, psnr, ssim
+from worldvid.metrics import heading_error, moving_mask, moving_part_error, object_position_error, psnr, ssim
 from worldvid.model import WorldModel
 from worldvid.windows import actions_at, frames_at, past_window
 
@@ -29,27 +30,43 @@ class Windows:
     context: uint8 [N, K, H, W, 3] = f[t-K+1..t]; past_actions: float32 [N, K, A] = a[t-K..t-1];
     actions: float32 [N, T, A] = a[t..t+T-1]; real: uint8 [N, T, H, W, 3] = f[t+1..t+T]
     (``worldvid.windows``: steps before an episode's start repeat its first frame and have zero actions).
+    steps: int [N], the real steps each window has (None: all T); past them, ``real`` repeats the episode's last
+    frame and ``actions`` are zeros, and no score counts them.
     """
 
     context: np.ndarray
     past_actions: np.ndarray
     actions: np.ndarray
     real: np.ndarray
+    steps: np.ndarray | None = None
 
 
-def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, horizon: int, starts_per_episode: int = 2) -> Windows:
-    """Windows at ``starts_per_episode`` evenly spaced start times t of each episode (deterministic)."""
-    out: dict[str, list[np.ndarray]] = {"context": [], "past_actions": [], "actions": [], "real": []}
+def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, horizon: int, starts_per_episode: int = 2,
+                allow_short: bool = False) -> Windows:
+    """Windows at ``starts_per_episode`` evenly spaced start times t of each episode (deterministic).
+
+    An episode shorter than ``horizon`` + ``starts_per_episode`` - 1 steps raises ValueError, or with ``allow_short``
+    gives windows starting evenly over all its steps, each as long as the episode lets it be (``Windows.steps``).
+    """
+    out: dict[str, list[np.ndarray]] = {"context": [], "past_actions": [], "actions": [], "real": [], "steps": []}
     for episode in episodes:
         ep = store.read_episode(episode)
-        if ep.num_steps < horizon:
-            raise ValueError(f"episode {episode} has {ep.num_steps} steps, fewer than the horizon {horizon}")
-        for t in np.linspace(0, ep.num_steps - horizon, starts_per_episode).round().astype(int):
-            frames, past = past_window(ep.frames, ep.actions, int(t), context)
+        n = ep.num_steps
+        if n >= horizon + starts_per_episode - 1 or (n >= horizon and not allow_short):
+            starts = np.linspace(0, n - horizon, starts_per_episode).round().astype(int)
+        elif allow_short:
+            starts = np.unique(np.linspace(0, n - 1, starts_per_episode).round().astype(int))
+        else:
+            raise ValueError(f"episode {episode} has {n} steps, fewer than the horizon {horizon}")
+        for t in map(int, starts):
+            steps = min(horizon, n - t)
+            frames, past = past_window(ep.frames, ep.actions, t, context)
+            real, actions = frames_at(ep.frames, t + 1, steps), actions_at(ep.actions, t, steps)
             out["context"].append(frames)
             out["past_actions"].append(past)
-            out["actions"].append(actions_at(ep.actions, int(t), horizon))
-            out["real"].append(frames_at(ep.frames, int(t) + 1, horizon))
+            out["actions"].append(np.concatenate([actions, np.zeros((horizon - steps, *actions.shape[1:]), np.float32)]))
+            out["real"].append(np.concatenate([real, np.repeat(real[-1:], horizon - steps, axis=0)]))
+            out["steps"].append(steps)
     return Windows(**{k: np.stack(v) for k, v in out.items()})
 
 
@@ -65,21 +82,38 @@ def imagine(model: WorldModel, windows: Windows, batch_size: int = 64, seed: int
 
 def frame_scores(imagined: np.ndarray, windows: Windows, colors: np.ndarray, goal_index: int | None,
                  heading: bool = False) -> dict[str, list[float]]:
-    """Per-step means over windows: PSNR, SSIM and (for tasks with colours) object-position error in pixels;
-    with ``heading`` also the goal object's heading error in radians (``goal_object_heading_error_rad``)."""
-    scores = {"psnr": psnr(imagined, windows.real).mean(0).tolist(), "ssim": ssim(imagined, windows.real).mean(0).tolist()}
+    """Per-step means over the windows that reach the step: PSNR, SSIM, the moving-part error
+    (``worldvid.metrics.moving_part_error``, on the mask of the real frames) and (for tasks with colours)
+    object-position error in pixels; with ``heading`` also the goal object's heading error in radians
+    (``goal_object_heading_error_rad``). A step no window reaches scores None."""
+    reach = _reach(windows)
+    mask = moving_mask(windows.context[:, -1], windows.real, windows.steps)
+    scores = {"psnr": _masked_mean(psnr(imagined, windows.real), reach, axes=(0,)),
+              "ssim": _masked_mean(ssim(imagined, windows.real), reach, axes=(0,)),
+              "moving_part_error": moving_part_error(imagined, windows.real, mask, windows.steps)}
     if len(colors):
         err, valid = object_position_error(imagined, windows.real, colors)
-        scores["object_error_px"] = _masked_mean(err, valid, axes=(0, 2)).tolist()
+        valid = valid & (reach[..., None] if valid.ndim == 3 else reach)
+        scores["object_error_px"] = _masked_mean(err, valid, axes=(0, 2))
         if goal_index is not None:
-            scores["goal_object_error_px"] = _masked_mean(err[..., goal_index], valid[..., goal_index], axes=(0,)).tolist()
+            scores["goal_object_error_px"] = _masked_mean(err[..., goal_index], valid[..., goal_index], axes=(0,))
             if heading:
                 turn, seen = heading_error(imagined, windows.real, tuple(colors[goal_index]))
-                scores["goal_object_heading_error_rad"] = _masked_mean(turn, seen, axes=(0,)).tolist()
-    return scores
+                scores["goal_object_heading_error_rad"] = _masked_mean(turn, seen & reach, axes=(0,))
+    unreached = ~reach.any(0)
+    return {key: [None if gone or np.isnan(v) else float(v) for v, gone in zip(curve, unreached)]
+            for key, curve in scores.items()}
+
+
+def _reach(windows: Windows) -> np.ndarray:
+    """bool [N, T]: window n has a real frame at step j."""
+    n, t = windows.real.shape[:2]
+    steps = np.full(n, t) if windows.steps is None else windows.steps
+    return np.arange(t)[None, :] < steps[:, None]
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Mean of ``values`` over ``axes`` where ``mask`` holds (0 where it holds nowhere)."""
     return (values * mask).sum(axes) / np.maximum(mask.sum(axes), 1)
 
 
@@ -94,9 +128,11 @@ def evaluate_open_loop(
 ) -> dict[str, Any]:
     """Imagined rollouts driven by recorded actions vs the real frames, and the copy-last-frame baseline.
 
-    Returns per-step curves (index j = imagined step j+1) for "model" and "copy_last_frame".
+    Returns per-step curves (index j = imagined step j+1) for "model" and "copy_last_frame", and "reached": how
+    many windows reach each step. Episodes shorter than the horizon give shorter windows
+    (``cut_windows(allow_short=True)``); a step no window reaches scores None.
     """
-    windows = cut_windows(store, episodes, model.config.context, horizon, starts_per_episode)
+    windows = cut_windows(store, episodes, model.config.context, horizon, starts_per_episode, allow_short=True)
     colors, names, goal_object = task_colors(store.spec.env_id)
     goal_index = names.index(goal_object) if goal_object in names else None
     heading = task_has_heading(store.spec.env_id)
@@ -104,10 +140,22 @@ def evaluate_open_loop(
     copy = np.repeat(windows.context[:, -1:], horizon, axis=1)
     return {
         "env_id": store.spec.env_id, "episodes": list(map(int, episodes)), "windows": len(windows.context), "horizon": horizon,
-        "objects": names, "goal_object": goal_object,
+        "objects": names, "goal_object": goal_object, "reached": _reach(windows).sum(0).tolist(),
         "model": frame_scores(imagined, windows, colors, goal_index, heading),
         "copy_last_frame": frame_scores(copy, windows, colors, goal_index, heading),
     }
+
+
+def sim_state_io(env: Any) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
+    """(save, restore) of the simulator state of ``env`` (a wrapped env): worldvid's tasks through their
+    ``get_sim_state``/``set_sim_state``, any other Gymnasium MuJoCo env through a copy of its qpos/qvel and
+    ``set_state``; None for an env that is neither."""
+    task = env.unwrapped
+    if hasattr(task, "get_sim_state") and hasattr(task, "set_sim_state"):
+        return task.get_sim_state, task.set_sim_state
+    if is_mujoco_env(env):
+        return (lambda: (task.data.qpos.copy(), task.data.qvel.copy())), (lambda state: task.set_state(*state))
+    return None
 
 
 def controllability(
@@ -122,19 +170,26 @@ def controllability(
     """Do imagined futures differ under different actions as the real futures do?
 
     For each env seed: reach a state with random actions, then from that one state play two different
-    random action sequences A and B in the true simulator (``get_sim_state``/``set_sim_state``) and in the
-    model. With d(x, y) the distance in pixels at the last step, averaged over the task's objects (the
-    pusher as well as the block: random actions seldom move a block, so it alone says little):
-    ``matched`` = mean d(imag_A, real_A), d(imag_B, real_B); ``real_divergence`` = d(real_A, real_B);
-    ``imagined_divergence`` = d(imag_A, imag_B). It passes when matched < 0.5 real_divergence and
-    imagined_divergence > 0.5 real_divergence: a model that ignores actions imagines A = B and fails.
+    random action sequences A and B in the true simulator (``sim_state_io``) and in the model. With d(x, y)
+    the distance at the last step: for a task with colours, in pixels averaged over the task's objects (the
+    pusher as well as the block: random actions seldom move a block, so it alone says little); for any other
+    env the colour-free moving-part error (mean |x - y| in [0, 1] over the pixels where any real frame of A or B
+    differs from the last context frame: ``worldvid.metrics.moving_mask``). ``matched`` = mean d(imag_A, real_A),
+    d(imag_B, real_B); ``real_divergence`` = d(real_A, real_B); ``imagined_divergence`` = d(imag_A, imag_B).
+    It passes when matched < 0.5 real_divergence and imagined_divergence > 0.5 real_divergence: a model that
+    ignores actions imagines A = B and fails. An env whose state cannot be saved and restored (not MuJoCo)
+    returns {"skipped": one line}.
     """
-    from worldvid.envs.factory import make_pixel_env
     from worldvid.data.policies import CorrelatedNoisePolicy
 
     k = model.config.context
     warmup = k if warmup is None else warmup
     env = make_pixel_env(env_id, model.config.frame_size, **(env_kwargs or {}))
+    io = sim_state_io(env)
+    if io is None:
+        env.close()
+        return {"skipped": f"controllability skipped: {env_id} is not a MuJoCo env, so its state cannot be restored"}
+    save, restore = io
     colors, _, _ = task_colors(env_id)
     rows = []
     for s in seeds:
@@ -148,19 +203,24 @@ def controllability(
             obs, *_ = env.step(acts[-1])
             frames.append(obs)
         context, past = past_window(np.stack(frames), np.stack(acts), warmup, k)
-        state = env.unwrapped.get_sim_state()
+        state = save()
         plans = np.stack([np.stack([policy(None) for _ in range(horizon)]) for _ in range(2)]).astype(np.float32)
         real = []
         for plan in plans:
-            env.unwrapped.set_sim_state(state)
+            restore(state)
             real.append(np.stack([env.step(a)[0] for a in plan]))
         g = torch.Generator(device=model.device).manual_seed(seed + int(s))
         imag = model.rollout(context[None], past[None], plans, generator=g).cpu().numpy()
         last = np.stack([real[0][-1], real[1][-1], imag[0][-1], imag[1][-1]])
-        d = lambda a, b: float(object_position_error(last[a], last[b], colors)[0].mean())  # noqa: E731
+        if len(colors):
+            d = lambda a, b: float(object_position_error(last[a], last[b], colors)[0].mean())  # noqa: E731
+        else:
+            mask = moving_mask(np.stack([context[-1]] * 2), np.stack(real)).any(0)
+            d = lambda a, b: float(np.abs(last[a].astype(np.float64) - last[b]).mean(-1)[mask].sum()  # noqa: E731
+                                   / max(int(mask.sum()), 1) / 255.0)
         rows.append({"matched": (d(2, 0) + d(3, 1)) / 2, "real_divergence": d(0, 1), "imagined_divergence": d(2, 3)})
     env.close()
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
     mean["passed"] = bool(mean["matched"] < 0.5 * mean["real_divergence"] and mean["imagined_divergence"] > 0.5 * mean["real_divergence"])
-    mean.update(seeds=len(rows), horizon=horizon)
+    mean.update(seeds=len(rows), horizon=horizon, unit="px" if len(colors) else "moving-part mean |error| (0-1)")
     return mean

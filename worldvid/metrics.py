@@ -1,4 +1,4 @@
-"""Frame metrics: PSNR, SSIM, and a task-grounded object-position error."""
+"""Frame metrics: PSNR, SSIM, the colour-free moving-part error, and a task-grounded object-position error."""
 
 from __future__ import annotations
 
@@ -62,6 +62,53 @@ def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, window: int
     c1, c2 = 0.01**2, 0.03**2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.reshape(-1, 3, *ssim_map.shape[-2:]).mean(dim=(1, 2, 3)).reshape(lead).numpy()
+
+
+MOVING_THRESHOLD = 8
+"""A pixel belongs to the moving part when some channel of it differs by more than this (of 255) from the
+last context frame in any real frame of the window."""
+
+
+def moving_mask(last_context: np.ndarray, real: np.ndarray, steps: np.ndarray | None = None,
+                threshold: int = MOVING_THRESHOLD) -> np.ndarray:
+    """The moving part of each window: the pixels where any real frame differs from the last context frame.
+
+    Args:
+        last_context: uint8 [N, H, W, 3], the last frame the model saw.
+        real: uint8 [N, T, H, W, 3], the real frames of the window.
+        steps: int [N], how many of the T real frames each window has (None: all T); later ones are ignored.
+        threshold: a pixel moves when |real - last_context| > threshold in any channel (0..255 levels).
+    Returns:
+        bool [N, H, W].
+    """
+    change = np.abs(np.asarray(real, np.int16) - np.asarray(last_context, np.int16)[:, None]).max(-1) > threshold
+    if steps is not None:
+        change &= (np.arange(change.shape[1])[None, :] < np.asarray(steps)[:, None])[..., None, None]
+    return change.any(1)
+
+
+def moving_part_error(frames: np.ndarray, real: np.ndarray, mask: np.ndarray,
+                      steps: np.ndarray | None = None) -> np.ndarray:
+    """Mean absolute error per step over the moving part, pooled over the windows that reach the step.
+
+    Task-agnostic: no colours, no objects; static pixels, which dominate PSNR where little moves, do not count.
+    Copy-last-frame is scored with ``frames`` = the last context frame repeated, on the same mask.
+
+    Args:
+        frames: uint8 [N, T, H, W, 3], imagined (or copied) frames.
+        real: uint8 [N, T, H, W, 3].
+        mask: bool [N, H, W] (``moving_mask``).
+        steps: int [N], the real frames each window has (None: all T).
+    Returns:
+        float64 [T], in [0, 1] (1 = 255 levels); NaN at a step where no window reaches or nothing moves.
+    """
+    err = np.abs(np.asarray(frames, np.float64) - np.asarray(real, np.float64)).mean(-1) / 255.0  # [N, T, H, W]
+    n, t = err.shape[:2]
+    reach = np.ones((n, t), bool) if steps is None else np.arange(t)[None, :] < np.asarray(steps)[:, None]
+    weight = reach[..., None, None] & np.asarray(mask, bool)[:, None]  # [N, T, H, W]
+    count = weight.sum((0, 2, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (err * weight).sum((0, 2, 3)) / count, np.nan)
 
 
 def object_position_error(
