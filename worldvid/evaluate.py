@@ -45,8 +45,9 @@ def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, hori
                 allow_short: bool = False) -> Windows:
     """Windows at ``starts_per_episode`` evenly spaced start times t of each episode (deterministic).
 
-    An episode shorter than ``horizon`` + ``starts_per_episode`` - 1 steps raises ValueError, or with ``allow_short``
-    gives windows starting evenly over all its steps, each as long as the episode lets it be (``Windows.steps``).
+    Without ``allow_short`` an episode shorter than ``horizon`` raises ValueError. With it, an episode too short for
+    ``starts_per_episode`` distinct full windows (fewer than ``horizon`` + ``starts_per_episode`` - 1 steps) gives
+    windows starting evenly over all its steps, each as long as the episode lets it be (``Windows.steps``).
     """
     out: dict[str, list[np.ndarray]] = {"context": [], "past_actions": [], "actions": [], "real": [], "steps": []}
     for episode in episodes:
