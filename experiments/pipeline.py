@@ -205,10 +205,13 @@ def format_results(result: dict[str, Any]) -> str:
         f"{model[metric][j]:.2f} px (copy-last-frame {copy[metric][j]:.2f} px, {copy[metric][j] / max(model[metric][j], 1e-6):.1f}x better); "
         f"PSNR {model['psnr'][j]:.1f} dB (copy {copy['psnr'][j]:.1f})",
     ]
-    if "controllability" in ol:
-        c = ol["controllability"]
-        lines.append(f"controllability: {'passed' if c['passed'] else 'FAILED'} (imagined-vs-real {c['matched']:.2f} px, "
-                     f"real A-vs-B {c['real_divergence']:.2f} px)")
+    c = ol.get("controllability")
+    if c is not None and "skipped" in c:  # e.g. an env that is not MuJoCo: its state cannot be restored
+        lines.append(c["skipped"])
+    elif c is not None:
+        unit = c.get("unit", "px")
+        lines.append(f"controllability: {'passed' if c['passed'] else 'FAILED'} (imagined-vs-real {c['matched']:.2f} "
+                     f"{unit}, real A-vs-B {c['real_divergence']:.2f} {unit})")
     lines.append(f"\n{'planner/cost/imagination':28s} {'success':>8s} {'95% CI':>12s} {'final dist':>10s} {'s/decision':>10s}")
     for r in result["planning"]:
         low, high = r["success_ci95"]
