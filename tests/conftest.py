@@ -53,6 +53,19 @@ def store_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    planning runs many small tensor ops; on a busy 2-core machine a second intra-op thread makes them ~10x
+    slower (as an evaluation worker does, the tests use one thread). The previous count is restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray instance (2 CPUs, no dashboard) shared by every test that needs one."""

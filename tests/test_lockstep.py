@@ -27,12 +27,7 @@ POINT = "worldvid/PointReach-v0"
 BUDGET = PlannerConfig(candidates=6, horizon=3, iterations=2, elites=2, population_decay=0.5, keep_elites=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

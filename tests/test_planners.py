@@ -16,14 +16,7 @@ POINT = "worldvid/PointReach-v0"
 LOW, HIGH = -np.ones(2, np.float32), np.ones(2, np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Planning runs many small tensor ops; on a busy 2-core machine a second intra-op thread makes them ~10x
-    slower (as an evaluation worker does, the tests use one thread)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(env_id: str = POINT, frame_size: int = 16) -> WorldModel:

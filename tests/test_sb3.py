@@ -22,12 +22,7 @@ TINY_PPO = dict(n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=small_frame
                 device="cpu", seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
