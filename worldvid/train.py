@@ -25,13 +25,14 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state, save_training_state
+from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state, rng_states, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
 from worldvid.evaluate import Windows
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
+from worldvid.ranks import Ranks, RankShare, check_workers
 from worldvid.run_folder import RunFolder, resume_config
 from worldvid.tracking import check_logger, open_tracker, preview_image, preview_windows, resolve_logger
 
@@ -189,6 +190,65 @@ def _resolve_configs(
     return model_config, train_config
 
 
+@dataclass
+class RunPlan:
+    """A validated training run: what every training process needs to start it (picklable; paths as given)."""
+
+    run: RunFolder
+    checked: tuple[tuple[int, int, int] | None, ...]  # the folder's snapshot() before it was validated
+    train_config: TrainConfig
+    model_config: WorldModelConfig
+    data_dirs: list[str]
+    train_episodes: list[list[int]]  # per store
+    record: dict[str, Any]  # train_config.json
+    logger: str
+    resume: bool
+    init_from: str | None
+
+    def summary(self, windows: int) -> dict[str, Any]:
+        """The data part of ``train``'s summary."""
+        held_out = sum(len(s["held_out_episodes"]) for s in self.record["stores"])
+        return {"train_episodes": sum(map(len, self.train_episodes)), "held_out_episodes": held_out, "windows": windows}
+
+
+def prepare_run(
+    data_dirs: list[str | os.PathLike], run_dir: str | os.PathLike, train_config: TrainConfig,
+    model_config: WorldModelConfig | None, resume: bool, init_from: str | os.PathLike | None, workers: int = 1,
+) -> tuple[RunPlan, list[FrameWindowDataset], WorldModel | None]:
+    """Check everything a run needs before its first write (``train``'s docstring): returns the plan, the opened
+    training windows of each store (one window of each read) and the model to start from (``init_from``)."""
+    stores = _open_stores(data_dirs)
+    _check_readable(stores)
+    run = RunFolder.new(run_dir)
+    checked = run.snapshot()
+    saved = run.begin_training(resume)
+    check_workers(saved, workers, run_dir)
+    if saved is not None and init_from is not None and str(Path(init_from).resolve()) != saved.get("init_from"):
+        raise ValueError(f"cannot change --init when resuming {run_dir} (it started from {saved.get('init_from')})")
+    init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
+    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, saved, init_model)
+    if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
+        raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
+    if train_config.batch_size % workers:
+        raise ValueError(f"batch_size {train_config.batch_size} does not divide among {workers} workers; "
+                         f"use a multiple of {workers}")
+    splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
+    stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
+    if saved is not None:
+        run.check_same_data(stores_record)
+    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
+             for store, (train_eps, _) in zip(stores, splits)]
+    for part in parts:
+        part[len(part) - 1]  # one window of each store reads as training will
+    logger = resolve_logger(train_config.logger)  # a missing tracker package fails here, before any write
+    init = None if init_from is None else str(Path(init_from).resolve())
+    record = {"train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": splits[0][1],
+              "stores": stores_record, "init_from": init, "workers": workers}
+    plan = RunPlan(run, checked, train_config, model_config, [str(d) for d in data_dirs], [t for t, _ in splits],
+                   record, logger, resume, init)
+    return plan, parts, init_model
+
+
 def train(
     data_dir: str | os.PathLike | Sequence[str | os.PathLike],
     run_dir: str | os.PathLike,
@@ -213,104 +273,110 @@ def train(
     under the run folder's lock (FolderLockedError when another process trains there).
     The model config defaults to ``WorldModelConfig`` sized for the data (frame size, action size, env).
     device: where to train (None: CUDA when present, else CPU; ``worldvid.device.resolve_device``).
+    This is the in-process path (one worker); ``worldvid.train_distributed`` shares each batch among Ray workers.
     """
     device = resolve_device(device)  # a bad device fails before any work
-    run_dir = Path(run_dir)
     data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
-    stores = _open_stores(data_dirs)
-    _check_readable(stores)
-    run = RunFolder.new(run_dir)
-    checked = run.snapshot()
-    saved = run.begin_training(resume)
-    if saved is not None and init_from is not None and str(Path(init_from).resolve()) != saved.get("init_from"):
-        raise ValueError(f"cannot change --init when resuming {run_dir} (it started from {saved.get('init_from')})")
-    init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
-    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, saved, init_model)
-    if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
-        raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
-    splits = [split_episodes(store, train_config.held_out_fraction) for store in stores]
-    stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
-    if saved is not None:
-        run.check_same_data(stores_record)
-    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
-             for store, (train_eps, _) in zip(stores, splits)]
-    for part in parts:
-        part[len(part) - 1]  # one window of each store reads as training will
-    dataset = torch.utils.data.ConcatDataset(parts)
-    held_out = splits[0][1]
-    logger = resolve_logger(train_config.logger)  # a missing tracker package fails here, before any write
-    preview = None if logger == "none" else preview_windows(stores[0], held_out, model_config.context)
+    plan, parts, init_model = prepare_run(data_dirs, run_dir, train_config, model_config, resume, init_from)
+    preview = None if plan.logger == "none" else preview_windows(
+        parts[0].store, plan.record["held_out_episodes"], plan.model_config.context)
+    state = build_state(plan, device, init_model)
+    loader = make_loader(plan, parts, state["step"])
+    with plan.run.writing("train", plan.checked):
+        return train_loop(plan, state, loader, device, progress, preview) | plan.summary(sum(map(len, parts)))
 
-    torch.manual_seed(train_config.seed)
-    model = WorldModel(model_config).to(device)
+
+def build_state(plan: RunPlan, device: torch.device, init_model: WorldModel | None = None,
+                ranks: Ranks | None = None) -> dict[str, Any]:
+    """The model (seeded by the run's seed, or ``init_model``'s weights), its EMA, the optimizer, the schedule and
+    the step, all restored from the checkpoint when resuming (with this rank's RNG states, ``ranks``)."""
+    ranks = ranks or Ranks()
+    torch.manual_seed(plan.train_config.seed)
+    model = WorldModel(plan.model_config).to(device)
     if init_model is not None:
         model.load_state_dict(init_model.state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(train_config))
-    step = 0
-    if resume:
-        state = load_training_state(run_dir, keys=("model", "ema", "optimizer", "scheduler"))  # restores the RNGs
-        load_states(state, {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}, run_dir)
-        step = state["step"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.train_config.lr, weight_decay=plan.train_config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(plan.train_config))
+    state = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler, "step": 0}
+    if plan.resume:
+        saved = load_training_state(plan.run.path, restore_rng=ranks.world == 1,  # restores this process's RNGs
+                                    keys=("model", "ema", "optimizer", "scheduler"))
+        load_states(saved, {k: state[k] for k in ("model", "ema", "optimizer", "scheduler")}, plan.run.path)
+        if ranks.world > 1:
+            ranks.restore_rng(saved, plan.run.path)
+        state["step"] = saved["step"]
+    return state
+
+
+def make_loader(plan: RunPlan, parts: list[FrameWindowDataset], step: int,
+                ranks: Ranks | None = None) -> torch.utils.data.DataLoader:
+    """The loader of batches ``step``..steps-1 (this rank's share of each, ``ranks``); closes the stores' handles
+    (the loader's workers open their own)."""
+    ranks = ranks or Ranks()
     for part in parts:
         part.store.close()
-    sampler = _StepBatches([len(p) for p in parts], train_config.batch_size, train_config.seed, step,
-                           train_config.steps, train_config.data_weights)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=train_config.num_workers)
-    with run.writing("train", checked):
-        return _train_loop(run, train_config, model, ema, optimizer, scheduler, loader, step, device, progress, {
-            "train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": held_out,
-            "stores": stores_record, "init_from": None if init_from is None else str(Path(init_from).resolve()),
-        }, logger, preview) | {"train_episodes": sum(len(t) for t, _ in splits),
-                               "held_out_episodes": sum(len(h) for _, h in splits), "windows": len(dataset)}
+    c = plan.train_config
+    sampler: torch.utils.data.Sampler = _StepBatches([len(p) for p in parts], c.batch_size, c.seed, step, c.steps,
+                                                     c.data_weights)
+    if ranks.world > 1:
+        sampler = RankShare(sampler, ranks.rank, ranks.world)
+    return torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(parts), batch_sampler=sampler,
+                                       num_workers=c.num_workers)
 
 
-def _train_loop(run: RunFolder, train_config: TrainConfig, model: WorldModel, ema: WorldModel,
-                optimizer: torch.optim.Optimizer, scheduler: Any, loader: torch.utils.data.DataLoader, step: int,
-                device: torch.device, progress: bool, record: dict[str, Any], logger: str = "none",
-                preview: Windows | None = None) -> dict[str, Any]:
-    """Write train_config.json (``record``) and train from ``step`` to ``train_config.steps``, logging and
-    checkpointing into ``run``; called holding the run's lock. Returns the first part of ``train``'s summary.
+def train_loop(plan: RunPlan, state: dict[str, Any], loader: torch.utils.data.DataLoader, device: torch.device,
+                progress: bool, preview: Windows | None = None, ranks: Ranks | None = None) -> dict[str, Any] | None:
+    """Write train_config.json and train from ``state["step"]`` to the last step, logging and checkpointing into
+    the run; called holding the run's lock. Rank 0 alone writes (``ranks``: the processes that share each batch;
+    None: this one alone) and returns the first part of ``train``'s summary; other ranks return None.
 
-    logger: the resolved tracker (``worldvid.tracking.resolve_logger``); preview: the held-out windows whose
-    real and imagined frames it is shown at each checkpoint (None: no picture)."""
-    run.write_config(record)
-    log = MetricsLog(run, step, open_tracker(logger, run.path, step, {**record, "model": model.config.to_dict()}))
+    preview: the held-out windows whose real and imagined frames the tracker is shown at each checkpoint."""
+    ranks = ranks or Ranks()
+    run, train_config, lead = plan.run, plan.train_config, ranks.rank == 0
+    model, ema, optimizer, scheduler, step = (state[k] for k in ("model", "ema", "optimizer", "scheduler", "step"))
+    log = None
+    if lead:
+        run.write_config(plan.record)
+        log = MetricsLog(run, step, open_tracker(plan.logger, run.path, step,
+                                                 {**plan.record, "model": model.config.to_dict()}))
 
     def checkpoint() -> None:  # the model first: a training state always has a model folder to resume with
-        ema.save_pretrained(run.model_path)
-        save_training_state(run.path, {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step,
-        })
+        rngs = ranks.gather(rng_states()) if ranks.world > 1 else None  # every rank takes part
+        if lead:
+            ema.save_pretrained(run.model_path)
+            save_training_state(run.path, {
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, **({"rank_rng": rngs} if rngs else {}),
+            })
 
     if not (run.path / TRAINING_STATE).exists():
         checkpoint()  # a resumable starting point exists from the first moment
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.autocast)
-    bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not (progress and lead))
     window_loss, window_start, started = [], time.perf_counter(), time.perf_counter()
     model.train()
     for batch in loader:
-        g = torch.Generator(device="cpu").manual_seed(train_config.seed * 7_919 + step)
+        g = torch.Generator(device="cpu").manual_seed(ranks.noise_seed(train_config.seed, step))
         with autocast:
-            loss = model.loss(batch["context"], batch["context_actions"], batch["target"], generator=g)
-        if not torch.isfinite(loss):
+            loss = ranks.loss(model, batch, g)
+        value = ranks.mean(loss.detach())  # the global batch's loss
+        if not torch.isfinite(value):
             bar.close()
             raise TrainingDivergedError(
-                f"loss became {loss.item()} at step {step}; the last good checkpoint in {run.path} is kept "
+                f"loss became {value.item()} at step {step}; the last good checkpoint in {run.path} is kept "
                 "(lower --lr or check the data)"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over the ranks here
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
         optimizer.step()
         scheduler.step()
         step += 1
         update_ema(ema, model, min(train_config.ema_decay, (1 + step) / (10 + step)))
-        window_loss.append(loss.item())
+        window_loss.append(value.item())
         bar.update(1)
-        if step % train_config.log_every == 0 or step == train_config.steps:
+        if log is not None and (step % train_config.log_every == 0 or step == train_config.steps):
             elapsed = time.perf_counter() - window_start
             log.add({
                 "step": step, "loss": sum(window_loss) / len(window_loss), "lr": scheduler.get_last_lr()[0],
@@ -320,9 +386,11 @@ def _train_loop(run: RunFolder, train_config: TrainConfig, model: WorldModel, em
             window_loss, window_start = [], time.perf_counter()
         if step % train_config.checkpoint_every == 0 or step == train_config.steps:
             checkpoint()
-            if preview is not None:
+            if preview is not None and log is not None:
                 log.tracker.image("imagined", preview_image(ema, preview, step), step)
     bar.close()
+    if log is None:
+        return None
     log.close()
     return {
         "run": str(run.path), "steps": step, "seconds": time.perf_counter() - started,
