@@ -96,6 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig, train
+    from worldvid.train_distributed import DistributedConfig, train_distributed
 
     train_config = TrainConfig(**values(args, [f.name for f in dataclasses.fields(TrainConfig)]))
     architecture = values(args, [f.name for f in dataclasses.fields(WorldModelConfig) if f.name not in MODEL_FROM_DATA])
@@ -104,8 +105,13 @@ def run_train(args: argparse.Namespace) -> int:
         spec = EpisodeStore(args.data[0]).spec
         model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0],
                                         env_id=spec.env_id, **architecture)
-    summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
-                    init_from=args.init, device=args.device)
+    distributed = DistributedConfig(**values(args, [f.name for f in dataclasses.fields(DistributedConfig)]))
+    if distributed.in_process:
+        summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
+                        init_from=args.init, device=args.device)
+    else:
+        summary = train_distributed(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
+                                    device=args.device, init_from=args.init, distributed=distributed)
     print_rows(summary)
     return 0
 

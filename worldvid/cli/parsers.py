@@ -48,6 +48,8 @@ COLLECT_HELP = {
     "num_episodes": "number of episodes; episode i uses seed S+i",
     "out": "store folder (re-running into it completes what is missing)",
     "workers": "parallel Ray workers (1: in this process)",
+    "address": "Ray cluster for --workers > 1, e.g. 'auto' or 'ray://head:10001' (default: RAY_ADDRESS if set, "
+               "else Ray started locally)",
     "policy": "collection policy",
     "size": "frame height and width in pixels",
     "seed": "base seed S",
@@ -148,12 +150,15 @@ def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture
 def add_train(parser: argparse.ArgumentParser) -> None:
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig
+    from worldvid.train_distributed import DistributedConfig
 
     _add_training(parser, TrainConfig, WorldModelConfig, MODEL_FROM_DATA,
                   "episode store folder(s) (worldvid collect, or worldvid plan --record) of one task",
                   "run folder: checkpoints, metrics, the model",
                   _plain(("--init", {"metavar": "RUN", "help": "start from this run's (or model folder's) weights: "
                                      "fine-tuning"})))
+    declare(parser.add_argument_group("data-parallel training on Ray Train (DistributedConfig)"),
+            config_options(DistributedConfig))
 
 
 def add_train_cost(parser: argparse.ArgumentParser) -> None:

@@ -123,11 +123,14 @@ def collect(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     shard_timeout_s: float = 1800.0,
+    address: str | None = None,
 ) -> CollectReport:
     """Collect ``num_episodes`` episodes of ``env_id`` into the store at ``out``; episode i uses seed ``seed + i``.
 
-    With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once; Ray is started
-    locally if it is not running, or set ``RAY_ADDRESS`` to run on a cluster: ``worldvid.parallel.init_ray``).
+    With ``workers > 1`` shards are collected by Ray tasks (at most ``workers`` at once) on the Ray cluster at
+    ``address`` (default: ``RAY_ADDRESS`` if set, else Ray started locally: ``worldvid.parallel.init_ray``); the
+    episodes come back to this process, which alone writes the store, so a cluster's nodes need worldvid
+    installed but no shared storage.
     The default policy, "mixed", is "random" on an env without a scripted expert (one printed note).
     Shards are assigned by episode index, so the data is identical whatever ``workers`` is. The store's write
     lock is held throughout: a second writer into the same folder gets ``FolderLockedError``. Re-running into
@@ -170,15 +173,16 @@ def collect(
                     raise reworded(err, f"shard {index} failed: {explain(err)[1]}", index) from err
                 finish(index, episodes)
         else:
-            _collect_with_ray(jobs, args, workers, finish, shard_timeout_s)
+            _collect_with_ray(jobs, args, workers, finish, shard_timeout_s, address)
         bar.close()
     return CollectReport(store, sum(map(len, jobs.values())), new_frames, time.perf_counter() - start, repaired)
 
 
-def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, finish, timeout_s: float) -> None:
+def _collect_with_ray(jobs: dict[int, list[int]], args: tuple, workers: int, finish, timeout_s: float,
+                      address: str | None = None) -> None:
     import ray
 
-    init_ray(num_cpus=workers)
+    init_ray(address, num_cpus=workers)
     remote = ray.remote(num_cpus=1, max_retries=3)(collect_shard)
     bounded_queue(jobs, lambda slot, index: remote.remote(*args, jobs[index]), finish, slots=workers,
                   timeout_s=timeout_s, what="shard", max_retries=2)
