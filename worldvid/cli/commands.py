@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from worldvid.cli.parsers import (COLLECT_HELP, COST_FROM_DATA, COST_REPORT_HELP, EVALUATE_HELP, MODEL_FROM_DATA,
-                                  PLAN_OWN, RENDER_HELP)
+from worldvid.cli.parsers import (COLLECT_HELP, COST_FROM_DATA, COST_REPORT_HELP, EVALUATE_HELP, EXPLAIN_HELP,
+                                  MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP)
 
 
 def values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
@@ -147,6 +147,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from worldvid.experiments.open_loop import run_open_loop_evaluation
 
     run_open_loop_evaluation(**values(args, EVALUATE_HELP), device=args.device)
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from worldvid.experiments.explain import ExplainConfig, explain_model, format_summary
+
+    config = ExplainConfig(**values(args, [f.name for f in dataclasses.fields(ExplainConfig)]))
+    report = explain_model(**values(args, EXPLAIN_HELP), config=config, device=args.device)
+    print(format_summary(report))
+    print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "cost-report": "how well goal-image costs track progress: rank correlations, descent share, heat maps",
     "evaluate": "open-loop imagined rollouts vs real frames, beside copy-last-frame",
     "render": "real | imagined | error videos of open-loop rollouts, with per-step PSNR",
+    "explain": "what a model takes from its frames, what from its actions: shares, attributions, faithfulness",
     "plan": "evaluate a goal-image planner (world model or oracle) over episodes",
     "table": "tabulate the summary.json of several worldvid plan out folders",
     "dagger": "plan with the model, record the episodes, fine-tune on them; repeat",
@@ -195,6 +196,24 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     from worldvid.experiments.open_loop import run_open_loop_evaluation
 
     declare(parser, function_options(run_open_loop_evaluation, EVALUATE_HELP) + [DEVICE])
+
+
+EXPLAIN_HELP = {
+    "run": MODEL_HELP,
+    "out": "folder for report.html, report.json, the PNGs and the counterfactual-action GIF",
+    "data": "episode store; default: the run's own data, held-out episodes only",
+}
+
+
+def add_explain(parser: argparse.ArgumentParser) -> None:
+    from worldvid.experiments.explain import ExplainConfig, explain_model
+    from worldvid.explain.factorial import ACTION_BASELINES
+
+    options = function_options(explain_model, EXPLAIN_HELP)
+    options[0] = Option("--model", {**options[0].kwargs, "dest": "run"})
+    declare(parser, options + [DEVICE])
+    declare(parser.add_argument_group("what is measured (ExplainConfig)"),
+            config_options(ExplainConfig, choices={"action_baseline": ACTION_BASELINES}))
 
 
 def add_render(parser: argparse.ArgumentParser) -> None:
