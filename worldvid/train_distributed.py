@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,11 +235,14 @@ def train_distributed(
         where = "one GPU each" if use_gpu else f"{threads} CPU thread{'s' * (threads > 1)} each"
         print(f"training on {workers} Ray worker{'s' * (workers > 1)} ({where}); rows in {plan.run.metrics_jsonl}",
               file=sys.stderr, flush=True)
+    interrupt = signal.getsignal(signal.SIGINT)  # fit() installs its own handler (abort the run) and leaves it
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         raise _one_line(err, workers) from err
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, interrupt)
         shutil.rmtree(storage, ignore_errors=True)
     return {**result.return_value, "workers": workers, "wall_seconds": time.perf_counter() - started,
             **plan.summary(windows)}
