@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from worldvid.checkpoint import TRAINING_STATE, load_states, load_training_state, rng_states, save_training_state
+from worldvid.checkpoint import load_states, load_training_state, rng_states, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
 from worldvid.device import resolve_device
@@ -350,7 +350,7 @@ def train_loop(plan: RunPlan, state: dict[str, Any], loader: torch.utils.data.Da
                 "scheduler": scheduler.state_dict(), "step": step, **({"rank_rng": rngs} if rngs else {}),
             })
 
-    if not (run.path / TRAINING_STATE).exists():
+    if not plan.resume:  # (not a file check: every rank must take the same decision, as each checkpoint is collective)
         checkpoint()  # a resumable starting point exists from the first moment
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.autocast)
     bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not (progress and lead))

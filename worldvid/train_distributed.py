@@ -50,7 +50,7 @@ class DistributedConfig:
     """Data-parallel training processes (Ray Train DDP workers), each computing its share of every batch; the batch
     size must divide by it. 1 without --address: the plain in-process path."""
     address: str | None = None
-    """Ray cluster to train on, e.g. 'auto' or 'ray://head:10001' (default: RAY_ADDRESS if set, else Ray started
+    """Ray cluster to train on, e.g. 'auto' from one of its nodes (default: RAY_ADDRESS if set, else Ray started
     locally; given, the run goes through Ray Train even with one worker)."""
     threads_per_worker: int = 1
     """torch threads (and Ray CPUs) of each worker training on CPU."""
