@@ -22,7 +22,8 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -38,8 +39,9 @@ ERRORS = ("goal_object_error_px", "moving_part_error")
 
 
 def mean_loss(run: str | Path, first: int, last: int) -> float | None:
-    """The mean training loss over steps first+1..last, from RUN/metrics.jsonl (each row is the mean over the steps
-    since the previous row, weighted by their count); None when no row falls in the range."""
+    """The mean training loss of the rows of RUN/metrics.jsonl logged at steps first+1..last, each weighted by the
+    steps it averages (those since the previous row: with a log_every that divides ``first`` these are exactly steps
+    first+1..last); None when no row falls in the range."""
     total, count, previous = 0.0, 0, 0
     for row in read_metrics(Path(run) / "metrics.jsonl"):
         steps = row["step"] - previous
@@ -137,8 +139,8 @@ def table(report: dict[str, Any]) -> str:
     if evaluate:
         head += " 8-step error model / copy (ratio) |"
         rule += "---|"
-    lines = [f"{report['train']['steps']} steps of batch {report['train']['batch_size']} on "
-             f"{', '.join(report['data'])}", "", head, rule]
+    title = f"{report['train']['steps']} steps of batch {report['train']['batch_size']} on {', '.join(report['data'])}"
+    lines = [title, "", head, rule]
     for run in report["runs"]:
         loss = "-" if run["mean_loss"] is None else f"{run['mean_loss']:.4f}"
         line = (f"| {run['path']} | {loss} | {run['samples_per_s_with_startup']:.1f} | "
@@ -150,8 +152,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(line)
     c = report["comparison"]
     loss_diff = "-" if c["loss_relative_difference"] is None else f"{c['loss_relative_difference']:.1%}"
-    lines += ["", f"mean loss differs by {loss_diff}; speed-up {c['speedup_without_startup']:.2f}x without start-up, "
-              f"{c['speedup_with_startup']:.2f}x with it"]
+    lines += ["", (f"mean loss differs by {loss_diff}; speed-up {c['speedup_without_startup']:.2f}x without "
+                   f"start-up, {c['speedup_with_startup']:.2f}x with it")]
     lines += [f"{key.removesuffix('_ratio_relative_difference')} 8-step ratio differs by {value:.1%}"
               for key, value in c.items() if key.endswith("_ratio_relative_difference")]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ collectives among them (``Ranks``). The in-process run is rank 0 of 1, whose col
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
