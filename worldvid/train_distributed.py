@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ import torch
 from worldvid.checkpoint import CheckpointError, set_rng_states
 from worldvid.data.dataset import FrameWindowDataset
 from worldvid.data.store import EpisodeStore
-from worldvid.locks import folder_lock
+from worldvid.locks import folder_lock, pid_alive
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.parallel import explain, gpus_per_worker, init_ray, reworded
 from worldvid.ranks import Ranks
@@ -134,6 +135,18 @@ def _use_gpu(device: str | torch.device | None, workers: int) -> bool:
     return True
 
 
+def _ray_train_storage() -> Path:
+    """The folder of Ray Train's own files (a marker per run; the run writes nothing there): TMP/worldvid-ray-train,
+    whose entries of processes no longer running (a killed driver's) are removed first."""
+    storage = Path(tempfile.gettempdir()) / "worldvid-ray-train"
+    storage.mkdir(exist_ok=True)
+    for entry in storage.iterdir():
+        pid = entry.name.split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+    return storage
+
+
 def _collective_failure(error: BaseException) -> bool:
     """Whether ``error`` is a rank's collective failing because another rank stopped (not the cause)."""
     dist_error = getattr(torch.distributed, "DistError", None)
@@ -223,13 +236,13 @@ def train_distributed(
         pass  # another writer is refused now, not after the workers started; rank 0 holds the lock while training
     init_ray(distributed.address, num_cpus=max(os.cpu_count() or 1, workers * threads))
     use_gpu = _use_gpu(device, workers)
-    storage = tempfile.mkdtemp(prefix="worldvid-ray-train-")  # Ray Train's own files; the run writes none there
+    storage, name = _ray_train_storage(), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     trainer = TorchTrainer(
         _worker, train_loop_config={"plan": plan, "threads": threads, "use_gpu": use_gpu},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})}),
-        run_config=ray.train.RunConfig(name="train", storage_path=storage,
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
                                        failure_config=ray.train.FailureConfig(max_failures=0)),
     )
     if progress:
@@ -244,6 +257,6 @@ def train_distributed(
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, interrupt)
-        shutil.rmtree(storage, ignore_errors=True)
+        shutil.rmtree(storage / name, ignore_errors=True)
     return {**result.return_value, "workers": workers, "wall_seconds": time.perf_counter() - started,
             **plan.summary(windows)}
