@@ -25,18 +25,21 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from worldvid.checkpoint import CheckpointError, set_rng_states
 from worldvid.data.dataset import FrameWindowDataset
 from worldvid.data.store import EpisodeStore
 from worldvid.locks import folder_lock, pid_alive
 from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.optim import read_metrics
 from worldvid.parallel import explain, gpus_per_worker, init_ray, reworded
 from worldvid.ranks import Ranks
 from worldvid.run_folder import RunFolder
@@ -147,6 +150,22 @@ def _ray_train_storage() -> Path:
     return storage
 
 
+def _follow(metrics: Path, steps: int, workers: int, stop: threading.Event, every_s: float = 1.0) -> None:
+    """A progress bar of the run whose rank 0 appends rows to ``metrics`` (its step and loss), until ``stop``."""
+    bar = tqdm(total=steps, desc=f"train ({workers} workers)", unit="step")
+    while not stop.wait(every_s):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a row being appended reads as a torn last line
+            try:
+                rows = read_metrics(metrics)
+            except (OSError, ValueError):  # rewritten at the start of a resumed run: read it next time
+                continue
+        if rows:
+            bar.n = rows[-1]["step"]
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
+    bar.close()
+
+
 def _collective_failure(error: BaseException) -> bool:
     """Whether ``error`` is a rank's collective failing because another rank stopped (not the cause)."""
     dist_error = getattr(torch.distributed, "DistError", None)
@@ -216,8 +235,8 @@ def train_distributed(
     else on CPU with ``threads_per_worker`` torch threads per worker; 'cpu' or 'cuda' forces either.
     ValueError, before anything is written, for a batch size that does not divide among the workers or a resume
     on another worker count; a worker's failure ends in one line naming the worker and the cause
-    (``worldvid.parallel.WorkerError``, also an instance of the cause's type). progress: print where to follow
-    the run (stderr).
+    (``worldvid.parallel.WorkerError``, also an instance of the cause's type). progress: a progress bar on
+    stderr that follows the rows rank 0 appends to RUN/metrics.jsonl (so it moves every log_every steps).
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -245,16 +264,23 @@ def train_distributed(
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
                                        failure_config=ray.train.FailureConfig(max_failures=0)),
     )
+    stop, follower = threading.Event(), None
     if progress:
         where = "one GPU each" if use_gpu else f"{threads} CPU thread{'s' * (threads > 1)} each"
         print(f"training on {workers} Ray worker{'s' * (workers > 1)} ({where}); rows in {plan.run.metrics_jsonl}",
               file=sys.stderr, flush=True)
+        follower = threading.Thread(target=_follow, daemon=True,
+                                    args=(plan.run.metrics_jsonl, plan.train_config.steps, workers, stop))
+        follower.start()
     interrupt = signal.getsignal(signal.SIGINT)  # fit() installs its own handler (abort the run) and leaves it
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         raise _one_line(err, workers) from err
     finally:
+        stop.set()
+        if follower is not None:
+            follower.join(timeout=5.0)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, interrupt)
         shutil.rmtree(storage / name, ignore_errors=True)
