@@ -192,6 +192,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train.torch
 
     plan: RunPlan = config["plan"]
+    os.environ.update(config["environment"])  # a cluster's workers do not inherit the driver's environment
     context = ray.train.get_context()
     ranks = DDPRanks(context.get_world_rank(), context.get_world_size())
     if config["use_gpu"]:
@@ -257,7 +258,8 @@ def train_distributed(
     use_gpu = _use_gpu(device, workers)
     storage, name = _ray_train_storage(), f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     trainer = TorchTrainer(
-        _worker, train_loop_config={"plan": plan, "threads": threads, "use_gpu": use_gpu},
+        _worker, train_loop_config={"plan": plan, "threads": threads, "use_gpu": use_gpu, "environment": {
+            key: value for key, value in os.environ.items() if key.startswith("WANDB_")}},  # the tracker's settings
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})}),
