@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 SAMPLERS = ("euler", "heun")
+OBJECTIVES = ("diffusion", "regression")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,10 @@ class WorldModelConfig:
     """Sampling: denoising steps per generated frame (1-4 suffice for near-deterministic dynamics)."""
     sampler: str = "euler"
     """Sampling: 'euler' (1 net call per step) or 'heun' (2 per step, except the last)."""
+    objective: str = "diffusion"
+    """'diffusion' (EDM: each frame sampled from noise in num_steps denoising steps), or 'regression': the
+    deterministic baseline, the same network predicting the next frame in one call from the context and actions
+    alone (no noisy input), trained by mean squared error; the sampling fields are then unused."""
 
     env_id: str | None = None
     """Optional metadata: the Gymnasium id of the environment the model was trained on."""
@@ -104,6 +109,8 @@ class WorldModelConfig:
             raise ValueError(f"sigma_min={self.sigma_min} must be < sigma_max={self.sigma_max}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.env_id is not None and (not isinstance(self.env_id, str) or not self.env_id):
             raise ValueError(f"env_id must be a non-empty string or None, got {self.env_id!r}")
 

@@ -82,20 +82,40 @@ class Denoiser(nn.Module):
         c = self.config
         b, device = next_frame.shape[0], next_frame.device
         next_frame = next_frame.float()
+        if c.objective == "regression":  # the deterministic baseline: plain mean squared error of the prediction
+            context, context_noise = self._noisy_context(context, generator)
+            return F.mse_loss(self.regress(context, actions, context_noise), next_frame)
         log_sigma = c.p_mean + c.p_std * randn((b,), generator, device)
         sigma = log_sigma.exp().clamp(c.sigma_min_train, c.sigma_max_train)
         pc = self.preconditioning(sigma)
         x_noisy = next_frame + _per_sample(sigma) * randn(next_frame.shape, generator, device)
-        context = context.float()
-        context_noise = None
-        if c.context_noise_max > 0:
-            context_noise = c.context_noise_max * torch.rand(
-                b, generator=generator, device=generator.device if generator is not None else device).to(device)
-            context = context + context_noise.reshape((b,) + (1,) * (context.ndim - 1)) * randn(
-                context.shape, generator, device)
+        context, context_noise = self._noisy_context(context, generator)
         target = (next_frame - pc.c_skip * x_noisy) / pc.c_out
         out = self._inner(x_noisy * pc.c_in, pc.c_noise, context, actions, context_noise)
         return F.mse_loss(out.float(), target)
+
+    def regress(self, context: Tensor, actions: Tensor, context_noise: Tensor | None = None) -> Tensor:
+        """The regression objective's prediction of the next frame, float32 [B, C, H, W]: D(0; sigma_max), the
+        network given no noisy frame at all, so the context and actions alone decide it (one call, no noise).
+        context: float [B, K, C, H, W]; actions: float [B, K, A]; context_noise: as ``forward``."""
+        b = context.shape[0]
+        shape = (b, self.config.channels, self.config.frame_size, self.config.frame_size)
+        zeros = torch.zeros(shape, device=context.device, dtype=torch.float32)
+        return self(zeros, torch.full((b,), self.config.sigma_max, device=context.device), context, actions,
+                    context_noise)
+
+    def _noisy_context(self, context: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """Training's context augmentation: N(0, s^2) noise with s ~ U(0, context_noise_max) per sample, and s
+        (float [B], None when disabled). context: float [B, K, C, H, W]."""
+        c = self.config
+        b, device = context.shape[0], context.device
+        context = context.float()
+        if c.context_noise_max <= 0:
+            return context, None
+        context_noise = c.context_noise_max * torch.rand(
+            b, generator=generator, device=generator.device if generator is not None else device).to(device)
+        return context + context_noise.reshape((b,) + (1,) * (context.ndim - 1)) * randn(
+            context.shape, generator, device), context_noise
 
     def _inner(self, x_scaled: Tensor, c_noise: Tensor, context: Tensor, actions: Tensor,
                context_noise: Tensor | None) -> Tensor:

@@ -198,6 +198,9 @@ class WorldModel(nn.Module):
             noise = randn(shape, generator, self.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must be float [B, C, H, W] = {list(shape)}, got {list(noise.shape)}")
+        if c.objective == "regression":  # deterministic: one call, the noise unused
+            with self.autocast_context():
+                return quantize(self.denoiser.regress(context, actions))
         x = noise.to(self.device, torch.float32) * sigmas[0]
         sampler = SAMPLER_FUNCTIONS[c.sampler]
         with self.autocast_context():
