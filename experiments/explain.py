@@ -35,12 +35,16 @@ ACTION_SHARE_FLOOR = 0.05
 """A model is flagged when the 95% interval of its actions' share of the next frame's predicted change reaches
 below this: it may be ignoring its actions (an action-conditioned model that plans must not)."""
 
+EARLY_DELETION_POINTS = 8
+"""Deletion-curve points spaced geometrically from one feature to 5% of them, added to the even grid: the
+curve's area is integrated over all points (trapezoids), so where a few inputs carry the change it is resolved."""
+
 
 @dataclass(frozen=True)
 class ExplainConfig:
     """What ``explain_model`` measures and on how much."""
 
-    windows: int = 120
+    windows: int = 100
     """Held-out windows decomposed (at least; whole episodes' worth of evenly spaced starts)."""
     horizon: int = 8
     """Open-loop steps decomposed per window."""
@@ -53,7 +57,7 @@ class ExplainConfig:
     patch: int | None = None
     """Occlusion patch side in pixels (None: frame size / 8)."""
     deletion_points: int = 21
-    """Points of each deletion curve (shares 0..1)."""
+    """Evenly spaced points of each deletion curve (shares 0..1), besides EARLY_DELETION_POINTS up to 5%."""
     random_orders: int = 3
     """Random deletion orders averaged per prediction."""
     counterfactual_steps: int = 12
@@ -157,10 +161,12 @@ def attribute(model: WorldModel, windows: Windows, config: ExplainConfig, mean_a
     bar.update()
     found["occlusion"] = attr.occlusion(predict, x, patch=patch)
     bar.update()
-    fractions = np.linspace(0, 1, config.deletion_points)
+    n_features = found["occlusion"].features().shape[1]
+    # the uniform grid, plus points from one feature to 5% where few inputs can carry the whole change
+    fractions = np.unique(np.concatenate([np.linspace(0, 1, config.deletion_points),
+                                          np.geomspace(1 / n_features, 0.05, EARLY_DELETION_POINTS)]))
     curves = {name: attr.deletion_curve(predict, x, attr.attribution_order(a), fractions) for name, a in found.items()}
     bar.update()
-    n_features = found["occlusion"].features().shape[1]
     curves["random"] = np.mean([attr.deletion_curve(predict, x, attr.random_order(x.size, n_features, config.seed + r),
                                                     fractions) for r in range(config.random_orders)], axis=0)
     bar.update()
@@ -212,7 +218,7 @@ def counterfactual_video(model: WorldModel, windows: Windows, index: int, config
                         generator=torch.Generator().manual_seed(config.seed + 2)).repeat(len(sweep), 1, 1, 1, 1)
     frames = model.rollout(windows.context[index:index + 1], windows.past_actions[index:index + 1], actions,
                            noise=noise.to(model.device)).cpu().numpy()
-    factor = max(1, 128 // c.frame_size)
+    factor = max(1, 64 // c.frame_size)  # 64 px panels: ten of them side by side stay readable and small
     real_steps = min(steps, windows.real.shape[1])
     real = np.concatenate([windows.real[index, :real_steps], np.repeat(windows.real[index, real_steps - 1:real_steps],
                                                                         steps - real_steps, 0)])
@@ -242,9 +248,13 @@ def explain_model(run: str | os.PathLike, out: str | os.PathLike, data: str | os
     windows = cut_windows(store, episodes, model.config.context, config.horizon, starts_per_episode=starts,
                           allow_short=True)
     mean_action = _mean_action(store, episodes) if config.action_baseline == "mean" else None
+    stages = {"load": time.perf_counter() - started}
     decomposition = decompose(model, windows, config, mean_action, progress)
+    stages["decompose"] = time.perf_counter() - started - sum(stages.values())
     attribution, arrays = attribute(model, windows, config, mean_action, progress)
+    stages["attribute"] = time.perf_counter() - started - sum(stages.values())
     counterfactual = counterfactual_video(model, windows, int(arrays["picks"][0]), config, out / "counterfactual_actions.gif")
+    stages["counterfactual video"] = time.perf_counter() - started - sum(stages.values())
     name = Path(run).name if Path(run).name not in ("run", "model") else str(Path(run))
     pictures = {
         "shares of the predicted change per imagined step": plot_shares(
@@ -260,11 +270,13 @@ def explain_model(run: str | os.PathLike, out: str | os.PathLike, data: str | os
         out / "attributions.png", f"{name}: what drives the predicted change ({attribution['chosen']})").name
     pictures["counterfactual actions (one context, constant actions)"] = "counterfactual_actions.gif"
     seconds = time.perf_counter() - started
+    stages["report"] = seconds - sum(stages.values())
     report = {
         "model": str(run), "env_id": model.config.env_id, "data": str(data), "config": asdict(config),
         "decomposition": decomposition, "attribution": attribution, "counterfactual": counterfactual,
-        "flag": decomposition["flag"], "seconds": seconds, "device": str(model.device),
-        "seconds_note": f"{seconds:.1f} s on {model.device} with {torch.get_num_threads()} torch threads",
+        "flag": decomposition["flag"], "seconds": seconds, "stage_seconds": stages, "device": str(model.device),
+        "seconds_note": f"{seconds:.1f} s on {model.device} with {torch.get_num_threads()} torch threads ("
+                        + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + ")",
     }
     write_json_atomic(out / "report.json", report)
     write_html(report, out, pictures)

@@ -59,7 +59,9 @@ def plot_deletion(fractions: np.ndarray, curves: dict[str, np.ndarray], areas: d
         ax.plot(fractions, curve.mean(0), label=f"{name} (area {areas[name]:.3f})",
                 linestyle="--" if name == "random" else "-")
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xlabel("share of inputs set to the baseline (most attributed first)")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of inputs set to the baseline, most attributed first (log scale above 0.1%)")
     ax.set_ylabel("remaining predicted change S")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -68,21 +70,26 @@ def plot_deletion(fractions: np.ndarray, curves: dict[str, np.ndarray], areas: d
 
 def plot_attributions(context: np.ndarray, predicted: np.ndarray, real: np.ndarray, frames: np.ndarray,
                       actions: np.ndarray, path: str | os.PathLike, title: str) -> Path:
-    """One row per prediction: the context frames with their pixel attributions overlaid (red drives the predicted
-    change, blue works against it; the last frame is the scene itself), the predicted and the real next frame, and
-    the action attributions as bars.
+    """One row per prediction: the earlier context frames (dimmed) with their pixel attributions overlaid (magenta
+    drives the predicted change, cyan works against it; scaled to the row's largest pixel attribution), the last
+    frame (the scene itself), the predicted and the real next frame, and the action attributions as bars (scaled to
+    the row's largest action attribution; their sizes beside the pixels' are in report.json).
 
     context: uint8 [B, K, H, W, 3]; predicted, real: uint8 [B, H, W, 3]; frames: float [B, K, H, W];
     actions: float [B, K, A]."""
     b, k = context.shape[:2]
     fig, axes = plt.subplots(b, k + 3, figsize=(1.45 * (k + 3), 1.5 * b), squeeze=False)
     for row in range(b):
-        scale = max(float(np.abs(frames[row]).max()), float(np.abs(actions[row]).max()), 1e-12)
+        pixel_scale = max(float(np.abs(frames[row]).max()), 1e-12)
+        action_scale = max(float(np.abs(actions[row]).max()), 1e-12)
         for col in range(k):
             ax = axes[row, col]
-            ax.imshow(context[row, col])
-            if col < k - 1:
-                ax.imshow(frames[row, col] / scale, cmap="bwr", vmin=-1, vmax=1, alpha=0.6)
+            if col < k - 1:  # the frame dimmed to grey under its attributions, so they show whatever its colours
+                grey = context[row, col].astype(np.float32).mean(-1, keepdims=True) / 255
+                ax.imshow(np.repeat(0.25 + 0.5 * grey, 3, -1))
+                ax.imshow(_heat(frames[row, col] / pixel_scale))
+            else:
+                ax.imshow(context[row, col])
             if row == 0:
                 ax.set_title(f"frame t-{k - 1 - col}" if col < k - 1 else "frame t (scene)", fontsize=7)
         for col, (img, name) in enumerate(((predicted[row], "predicted t+1"), (real[row], "real t+1")), start=k):
@@ -91,7 +98,7 @@ def plot_attributions(context: np.ndarray, predicted: np.ndarray, real: np.ndarr
                 axes[row, col].set_title(name, fontsize=7)
         ax = axes[row, k + 2]
         flat = actions[row].reshape(-1)
-        ax.barh(np.arange(len(flat)), flat / scale, color=["tab:red" if v > 0 else "tab:blue" for v in flat])
+        ax.barh(np.arange(len(flat)), flat / action_scale, color=["magenta" if v > 0 else "c" for v in flat])
         ax.set_xlim(-1, 1)
         ax.set_yticks(np.arange(len(flat)))
         ax.set_yticklabels([f"a{j - k + 1}[{d}]" for j in range(k) for d in range(actions.shape[-1])], fontsize=5)
@@ -103,6 +110,17 @@ def plot_attributions(context: np.ndarray, predicted: np.ndarray, real: np.ndarr
             ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """An RGBA overlay of values float [H, W] in [-1, 1]: magenta where positive, cyan where negative, opacity |v|
+    (so pixels without attribution leave the frame as it is)."""
+    rgba = np.zeros((*values.shape, 4), np.float32)
+    rgba[..., 0] = values > 0
+    rgba[..., 1] = values < 0
+    rgba[..., 2] = 1
+    rgba[..., 3] = np.clip(np.abs(values) * 1.5, 0, 1)
+    return rgba
 
 
 def _share_cell(entry: dict[str, float]) -> str:
