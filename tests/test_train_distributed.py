@@ -19,11 +19,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import fast, tiny_config
+from conftest import fast, tiny_config
 from worldvid.checkpoint import load_training_state
 from worldvid.locks import FolderLockedError, folder_lock
 from worldvid.optim import read_metrics
-from worldvid.ranks import RankShare
+from worldvid.ranks import Ranks, RankShare
 from worldvid.train import TrainConfig, _StepBatches, train
 from worldvid.train_distributed import DistributedConfig, _one_line, train_distributed
 
@@ -66,6 +66,17 @@ def two_workers(store_dir, tmp_path_factory, ray_session) -> tuple[Path, dict]:
         signal.signal(signal.SIGALRM, previous)
     return run, summary
 
+
+
+def test_every_rank_draws_its_own_noise_and_rank_0_draws_the_in_process_noise():
+    draws = []
+    for rank in range(4):
+        ranks = Ranks()
+        ranks.rank, ranks.world = rank, 4
+        g = torch.Generator().manual_seed(ranks.noise_seed(seed=3, step=1234))
+        draws.append(torch.randn(8, generator=g))
+    assert all(not torch.equal(draws[a], draws[b]) for a in range(4) for b in range(a + 1, 4))
+    assert torch.equal(draws[0], torch.randn(8, generator=torch.Generator().manual_seed(Ranks().noise_seed(3, 1234))))
 
 def test_each_worker_takes_its_share_of_the_in_process_batch():
     whole = list(_StepBatches([50, 70], 6, seed=3, start=2, steps=5))

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from worldvid.model import WorldModel
 
 
-RANK_SEED_STRIDE = 1 << 40
-"""Noise seeds of rank r start r * RANK_SEED_STRIDE above rank 0's, far beyond any step count."""
+RANK_SEED_STRIDE = 1 << 24
+"""Noise seeds of rank r start r * RANK_SEED_STRIDE above rank 0's. torch seeds its CPU generator with the low 32
+bits of a seed only, so the stride stays within them: up to 256 ranks, runs of up to 16.7M steps never share a
+noise stream (a stride of 2**40 gave every rank rank 0's noise)."""
 
 
 class Ranks:
