@@ -3,11 +3,18 @@ go with it (``from conftest import TINY, fast, tiny_config``), and one local Ray
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from worldvid.data.episode import Episode
 from worldvid.model import WorldModelConfig
+from worldvid.optim import read_metrics
 from worldvid.train import TrainConfig
 
 TINY = dict(block_channels=(8, 16), time_embed_dim=32, action_embed_dim=32, num_steps=1)
@@ -75,3 +82,29 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def guard():
+    """Fail (instead of hanging the suite) when a test runs past 150 s."""
+    def expire(*_):
+        raise TimeoutError("the test ran past its guard: something hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(150)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def wait_for_metric_rows(metrics: Path, rows: int, process: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until ``metrics`` (a run's metrics.jsonl) holds ``rows`` rows, while ``process`` (the training) still
+    runs: the moment to kill it mid-run. Fails when it ends first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a row being appended reads as a torn last line
+            if len(read_metrics(metrics)) >= rows:
+                return
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)

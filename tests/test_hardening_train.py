@@ -14,8 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import fast, tiny_config
+from tests.conftest import fast, tiny_config, wait_for_metric_rows
 from worldvid.checkpoint import TRAINING_STATE, CheckpointError, load_training_state, save_training_state
 from worldvid.data.collect import collect
 from worldvid.locks import FolderLockedError
@@ -276,14 +274,7 @@ def test_sigkill_during_training_then_resume_is_bit_identical(store_dir, tmp_pat
 
     full, part = tmp_path / "full", tmp_path / "part"
     killed = subprocess.Popen(command(part), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 120
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a row being appended reads as a torn last line
-            if len(read_metrics(part / "metrics.jsonl")) >= 6:  # the step-4 checkpoint is written: kill mid-run
-                break
-        assert killed.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-        time.sleep(0.01)
+    wait_for_metric_rows(part / "metrics.jsonl", 6, killed, 120)  # the step-4 checkpoint is written: kill mid-run
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=10)
     assert load_training_state(part, restore_rng=False)["step"] in range(4, 30)

@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fast, tiny_config
+from conftest import fast, tiny_config, wait_for_metric_rows
 from worldvid.checkpoint import load_training_state
 from worldvid.locks import FolderLockedError, folder_lock
 from worldvid.optim import read_metrics
@@ -35,19 +34,6 @@ TINY_FLAGS = ["--channels", "8", "16", "--time-embed-dim", "32", "--action-embed
 def settings() -> TrainConfig:
     """The tiny run of every test here: 16 steps of batch 4 (2 windows per worker), a checkpoint every 4 steps."""
     return fast(STEPS, checkpoint_every=4)
-
-
-@pytest.fixture
-def guard():
-    """Fail (instead of hanging the suite) when a test runs past 150 s."""
-    def expire(*_):
-        raise TimeoutError("the test ran past its guard: something hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(150)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +102,7 @@ def test_sigkill_mid_run_then_resume_on_two_workers_is_bit_identical(two_workers
     killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 100
-        while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a row being appended reads as a torn last line
-                if len(read_metrics(part / "metrics.jsonl")) >= 6:  # the step-4 checkpoint is written: kill mid-run
-                    break
-            assert killed.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            time.sleep(0.01)
+        wait_for_metric_rows(part / "metrics.jsonl", 6, killed, 100)  # the step-4 checkpoint is written: kill mid-run
     finally:
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=10)
