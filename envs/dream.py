@@ -125,8 +125,9 @@ class DreamEnv(gym.Env, utils.EzPickle):
 
     Observation: uint8 [H, W, 3] (``Box(0, 255)``), the latest imagined (or, after reset, real) frame; with
     ``goal_conditioned`` the dict of it and the goal frame.
-    Action: float32 [A] in [-1, 1] (``A = config.action_dim``); non-numeric -> TypeError, wrong shape or
-    NaN / inf -> ValueError, out of range -> clipped. Reward: ``-cost(next frame, goal)`` or 0.
+    Action: float32 [A] in [-1, 1] (``A``: the task's action size, ``config.action_dim`` except for a
+    multi-task model's shorter task); non-numeric -> TypeError, wrong shape or NaN / inf -> ValueError, out of
+    range -> clipped. Reward: ``-cost(next frame, goal)`` or 0.
     ``info``: ``goal_frame`` (uint8 [H, W, 3] or None), ``success`` and ``is_success`` (equal); after reset also
     ``origin`` (where the start came from).
     """
@@ -162,7 +163,7 @@ class DreamEnv(gym.Env, utils.EzPickle):
         self.starts = StartSampler(self.model, data, episodes)
         self.score = DreamScore(cost, self.starts.env_id, cost_model, self.model.device, success_cost)
         self.observation_space = _observation_space(self.model, self.goal_conditioned)
-        self.action_space = Box(-1.0, 1.0, (self.model.config.action_dim,), np.float32)
+        self.action_space = Box(-1.0, 1.0, (self.starts.action_dim,), np.float32)
         self._dream: Dream | None = None
 
     def reset(self, *, seed: int | None = None,
@@ -255,7 +256,7 @@ class DreamVectorEnv(VectorEnv):
         self.starts = StartSampler(self.model, data, episodes)
         self.score = DreamScore(cost, self.starts.env_id, cost_model, self.model.device, success_cost)
         self.single_observation_space = _observation_space(self.model, self.goal_conditioned)
-        self.single_action_space = Box(-1.0, 1.0, (self.model.config.action_dim,), np.float32)
+        self.single_action_space = Box(-1.0, 1.0, (self.starts.action_dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs

@@ -54,6 +54,7 @@ class StartSampler:
                                  f"{(size, size, self.config.channels)}")
             model.check_compatible(action_dim=spec.action_dim, env_id=spec.env_id)
             self.env_id = spec.env_id
+            self.action_dim = spec.action_dim  # a multi-task model's task may take fewer than config.action_dim
             available = self._store.episode_ids
             self.episodes = list(available) if episodes is None else [int(e) for e in episodes]
             missing = sorted(set(self.episodes) - set(available))
@@ -62,9 +63,13 @@ class StartSampler:
         else:
             if episodes is not None:
                 raise ValueError("episodes= selects episodes of a store; pass data= too")
+            if self.config.multi_task:
+                raise ValueError(f"the model was trained on several tasks ({', '.join(self.config.tasks)}): pass "
+                                 "data=STORE of the one to dream")
             if self.config.env_id is None:
                 raise ValueError("the model's config names no env_id, so Dream-v0 cannot reset from its task: pass data=STORE")
             self.env_id = self.config.env_id
+            self.action_dim = self.config.action_dim
             self.episodes = []
 
     def draw(self, np_random: np.random.Generator) -> DreamStart:

@@ -82,6 +82,10 @@ def run_open_loop_evaluation(
         data = run.data()
         if data is None:
             raise ValueError(f"{model} is not a training run folder; pass --data")
+        trained = [s["data"] for s in run.stores()]
+        if len({EpisodeStore(d).spec.env_id for d in trained}) > 1:
+            raise ValueError(f"{model} is a multi-task model: pass --data with the store of the task to evaluate "
+                             f"(it trained on {', '.join(trained)})")
     store = EpisodeStore(data)
     world_model = run.load_model_for(store, device=device)
     episodes = run.held_out_episodes(store)[:max_episodes]

@@ -35,6 +35,7 @@ from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.ranks import Ranks, RankShare, check_workers
 from worldvid.run_folder import RunFolder, resume_config
 from worldvid.tracking import check_logger, open_tracker, preview_image, preview_windows, resolve_logger
+from worldvid.train_stores import check_readable, open_stores, task_config
 
 
 class TrainingDivergedError(RuntimeError):
@@ -132,39 +133,10 @@ class _StepBatches(torch.utils.data.Sampler):
         return self.steps - self.start
 
 
-def _open_stores(data_dirs: list[str | os.PathLike]) -> list[EpisodeStore]:
-    """The episode stores to train on; ValueError when they do not share env, frame shape and action size."""
-    if not data_dirs:
-        raise ValueError("need at least one episode store to train on")
-    stores = [EpisodeStore(d) for d in data_dirs]
-    first = stores[0].spec
-    for store in stores[1:]:
-        spec = store.spec
-        if (spec.env_id, spec.frame_shape, spec.action_dim) != (first.env_id, first.frame_shape, first.action_dim):
-            raise ValueError(f"{store.root} holds {spec.env_id} frames {list(spec.frame_shape)} actions {spec.action_dim}, "
-                             f"{stores[0].root} {first.env_id} {list(first.frame_shape)} {first.action_dim}: "
-                             "one model trains on one task at one frame size")
-    return stores
-
-
-def _check_readable(stores: list[EpisodeStore]) -> None:
-    """Read one frame and action of the first episode of every shard of every store: a missing, truncated or
-    garbage shard fails here (CorruptShardError naming the file), before anything is written."""
-    for store in stores:
-        first_of_shard: dict[int, int] = {}
-        for episode in store.episode_ids:
-            first_of_shard.setdefault(store.spec.shard_of(episode), episode)
-        for episode in first_of_shard.values():
-            store.read_frames(episode, 0, 1)
-            store.read_actions(episode, 0, 1)
-        store.close()  # DataLoader workers open their own handles
-
-
 def _resolve_configs(
-    store: EpisodeStore, run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig,
+    stores: list[EpisodeStore], run: RunFolder, model_config: WorldModelConfig | None, train_config: TrainConfig,
     saved: dict[str, Any] | None, init_model: WorldModel | None = None,
 ) -> tuple[WorldModelConfig, TrainConfig]:
-    spec = store.spec
     if saved is not None:  # resuming: the saved configs, with the overrides a resumed run may take
         train_config = resume_config(TrainConfig, saved["train"], train_config, RESUME_CHANGEABLE, run.path)
         run_model = run.load_model().config
@@ -177,16 +149,26 @@ def _resolve_configs(
             raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
         model_config = init_model.config
     elif model_config is None:
-        model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0], env_id=spec.env_id)
-    if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
-        raise ValueError(
-            f"the data at {store.root} has frames {list(spec.frame_shape)} but the model is configured for "
-            f"{model_config.frame_size}x{model_config.frame_size}; collect with --size {model_config.frame_size}"
-        )
-    if model_config.action_dim != spec.action_dim:
-        raise ValueError(f"the data has actions of size {spec.action_dim}, the model {model_config.action_dim}")
-    if model_config.env_id not in (None, spec.env_id):
-        raise ValueError(f"the model is for {model_config.env_id}, the data at {store.root} is from {spec.env_id}")
+        model_config = task_config(stores)
+    data_config = task_config(stores)
+    if model_config.multi_task != data_config.multi_task:
+        raise ValueError(f"the data holds {', '.join(data_config.tasks or (str(data_config.env_id),))} but the model is "
+                         f"for {', '.join(model_config.tasks or (str(model_config.env_id),))}")
+    for store in stores:
+        spec = store.spec
+        if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
+            raise ValueError(
+                f"the data at {store.root} has frames {list(spec.frame_shape)} but the model is configured for "
+                f"{model_config.frame_size}x{model_config.frame_size}; collect with --size {model_config.frame_size}"
+            )
+        if model_config.multi_task and spec.env_id not in model_config.tasks:
+            raise ValueError(f"the model is for {', '.join(model_config.tasks)}, the data at {store.root} is from "
+                             f"{spec.env_id}")
+        if model_config.action_dim != spec.action_dim and not (model_config.multi_task
+                                                               and spec.action_dim < model_config.action_dim):
+            raise ValueError(f"the data has actions of size {spec.action_dim}, the model {model_config.action_dim}")
+        if model_config.env_id not in (None, spec.env_id):
+            raise ValueError(f"the model is for {model_config.env_id}, the data at {store.root} is from {spec.env_id}")
     return model_config, train_config
 
 
@@ -217,8 +199,8 @@ def prepare_run(
 ) -> tuple[RunPlan, list[FrameWindowDataset], WorldModel | None]:
     """Check everything a run needs before its first write (``train``'s docstring): returns the plan, the opened
     training windows of each store (one window of each read) and the model to start from (``init_from``)."""
-    stores = _open_stores(data_dirs)
-    _check_readable(stores)
+    stores = open_stores(data_dirs)
+    check_readable(stores)
     run = RunFolder.new(run_dir)
     checked = run.snapshot()
     saved = run.begin_training(resume)
@@ -226,7 +208,7 @@ def prepare_run(
     if saved is not None and init_from is not None and str(Path(init_from).resolve()) != saved.get("init_from"):
         raise ValueError(f"cannot change --init when resuming {run_dir} (it started from {saved.get('init_from')})")
     init_model = RunFolder.of(init_from).load_model() if init_from is not None and not resume else None
-    model_config, train_config = _resolve_configs(stores[0], run, model_config, train_config, saved, init_model)
+    model_config, train_config = _resolve_configs(stores, run, model_config, train_config, saved, init_model)
     if train_config.data_weights is not None and len(train_config.data_weights) != len(stores):
         raise ValueError(f"got {len(train_config.data_weights)} data weights for {len(stores)} episode stores")
     if train_config.batch_size % workers:
@@ -236,7 +218,7 @@ def prepare_run(
     stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
     if saved is not None:
         run.check_same_data(stores_record)
-    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps)
+    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps, action_dim=model_config.action_dim)
              for store, (train_eps, _) in zip(stores, splits)]
     for part in parts:
         part[len(part) - 1]  # one window of each store reads as training will
@@ -261,9 +243,10 @@ def train(
 ) -> dict[str, Any]:
     """Train a world model on the episode store(s) at ``data_dir`` into ``run_dir``; returns a summary dict.
 
-    data_dir: one store folder or several of the same task and frame size (e.g. the collected data plus the
-        episodes a planner drove, ``worldvid plan --record``), mixed by ``train_config.data_weights``. Each
-        store's last episodes are held out; train_config.json lists them per store.
+    data_dir: one store folder or several at one frame size (e.g. the collected data plus the episodes a
+        planner drove, ``worldvid plan --record``), mixed by ``train_config.data_weights``. Stores of several
+        tasks train one multi-task model (``WorldModelConfig.tasks``). Each store's last episodes are held out;
+        train_config.json lists them per store.
     init_from: start from the weights (and configuration) of another run's model, with a fresh optimizer and
         schedule: fine-tuning.
     With ``resume`` the run continues from RUN/training_state.pt on the same data; ``train_config`` fields that

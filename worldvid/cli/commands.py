@@ -93,18 +93,16 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig, train
+    from worldvid.train_stores import open_stores, task_config
     from worldvid.train_distributed import DistributedConfig, train_distributed
 
     train_config = TrainConfig(**values(args, [f.name for f in dataclasses.fields(TrainConfig)]))
     architecture = values(args, [f.name for f in dataclasses.fields(WorldModelConfig) if f.name not in MODEL_FROM_DATA])
     model_config = None
-    if not args.resume and not args.init:
-        spec = EpisodeStore(args.data[0]).spec
-        model_config = WorldModelConfig(action_dim=spec.action_dim, frame_size=spec.frame_shape[0],
-                                        env_id=spec.env_id, **architecture)
+    if not args.resume and not args.init:  # sized for the data: one task, or several (a multi-task model)
+        model_config = task_config(open_stores(args.data)).replace(**architecture)
     distributed = DistributedConfig(**values(args, [f.name for f in dataclasses.fields(DistributedConfig)]))
     if distributed.in_process:
         summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,

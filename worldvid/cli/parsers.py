@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
 DEVICE = Option("--device", {"help": "torch device of the model, e.g. cpu, cuda, cuda:1 "
                                      "(default: CUDA when present, else CPU)"})
 MODEL_HELP = "training run folder (worldvid train --out) or a model folder"
-MODEL_FROM_DATA = ("action_dim", "frame_size", "channels", "env_id")
+MODEL_FROM_DATA = ("action_dim", "frame_size", "channels", "env_id", "tasks")
 """WorldModelConfig fields the data decides (not options)."""
 COST_FROM_DATA = ("frame_size", "env_id")
 """GoalDistanceConfig fields the data decides (not options)."""
@@ -154,7 +154,8 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     from worldvid.train_distributed import DistributedConfig
 
     _add_training(parser, TrainConfig, WorldModelConfig, MODEL_FROM_DATA,
-                  "episode store folder(s) (worldvid collect, or worldvid plan --record) of one task",
+                  "episode store folder(s) (worldvid collect, or worldvid plan --record) at one frame size; stores of "
+                  "several tasks train one multi-task model",
                   "run folder: checkpoints, metrics, the model",
                   _plain(("--init", {"metavar": "RUN", "help": "start from this run's (or model folder's) weights: "
                                      "fine-tuning"})))

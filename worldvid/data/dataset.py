@@ -19,7 +19,8 @@ class FrameWindowDataset(Dataset):
     Item ``i`` is one (episode, t) pair, 0 <= t < T, and holds (``worldvid.windows``' convention):
 
     - ``context``: uint8 [K, H, W, 3], frames f[t-K+1..t];
-    - ``context_actions``: float32 [K, A], actions a[t-K+1..t] (a[j] is the one taken from frame f[j]);
+    - ``context_actions``: float32 [K, A], actions a[t-K+1..t] (a[j] is the one taken from frame f[j]),
+      zero-padded to ``action_dim`` when that is wider than the store's actions (a multi-task model);
     - ``target``: uint8 [H, W, 3], frame f[t+1].
 
     Before an episode's start the first frame is repeated and the actions are zero. Only an index of
@@ -28,11 +29,16 @@ class FrameWindowDataset(Dataset):
     Shuffle with the DataLoader to draw random windows.
     """
 
-    def __init__(self, store: EpisodeStore | str | os.PathLike, context: int = 4, episodes: Sequence[int] | None = None) -> None:
+    def __init__(self, store: EpisodeStore | str | os.PathLike, context: int = 4, episodes: Sequence[int] | None = None,
+                 action_dim: int | None = None) -> None:
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         self.context = context
+        self.action_dim = self.store.spec.action_dim if action_dim is None else action_dim
+        if self.action_dim < self.store.spec.action_dim:
+            raise ValueError(f"{self.store.root} has actions of size {self.store.spec.action_dim}, "
+                             f"more than action_dim={self.action_dim}")
         self.episodes = np.asarray(self.store.episode_ids if episodes is None else list(episodes), dtype=np.int64)
         if self.episodes.size == 0:
             raise ValueError(f"no episodes to draw windows from in {self.store.root}")
@@ -56,6 +62,8 @@ class FrameWindowDataset(Dataset):
         frames = self.store.read_frames(episode, start, t + 2)  # f[start..t] and the target f[t+1]
         actions = self.store.read_actions(episode, start, t + 1)
         context, context_actions = context_window(frames, actions, t - start, k)
+        if context_actions.shape[-1] < self.action_dim:  # a multi-task model's shorter task: zero-padded
+            context_actions = np.pad(context_actions, ((0, 0), (0, self.action_dim - context_actions.shape[-1])))
         return {
             "context": torch.from_numpy(np.ascontiguousarray(context)),
             "context_actions": torch.from_numpy(np.ascontiguousarray(context_actions)),

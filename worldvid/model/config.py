@@ -73,11 +73,17 @@ class WorldModelConfig:
 
     env_id: str | None = None
     """Optional metadata: the Gymnasium id of the environment the model was trained on."""
+    tasks: tuple[str, ...] = ()
+    """A multi-task model: the Gymnasium ids of the tasks it was trained on (then env_id is None). It learns which
+    task a window shows from its frames alone (no task id); a task whose actions are shorter than action_dim gets
+    them zero-padded. Empty for a single-task model."""
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing survive the round trip.
         if isinstance(self.block_channels, list):
             object.__setattr__(self, "block_channels", tuple(self.block_channels))
+        if isinstance(self.tasks, list):
+            object.__setattr__(self, "tasks", tuple(self.tasks))
         for name in ("action_dim", "frame_size", "channels", "context", "layers_per_block", "norm_groups",
                      "time_embed_dim", "action_embed_dim", "num_steps"):
             _check_positive_int(name, getattr(self, name))
@@ -113,15 +119,30 @@ class WorldModelConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.env_id is not None and (not isinstance(self.env_id, str) or not self.env_id):
             raise ValueError(f"env_id must be a non-empty string or None, got {self.env_id!r}")
+        if not isinstance(self.tasks, tuple) or not all(isinstance(t, str) and t for t in self.tasks):
+            raise ValueError(f"tasks must be a tuple of Gymnasium ids, got {self.tasks!r}")
+        if len(self.tasks) == 1 or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"a multi-task model names two or more different tasks, got {list(self.tasks)}")
+        if self.tasks and self.env_id is not None:
+            raise ValueError(f"a multi-task model ({', '.join(self.tasks)}) has no single env_id, got {self.env_id!r}")
+
+    @property
+    def multi_task(self) -> bool:
+        """True for a model trained on several tasks (``tasks``)."""
+        return bool(self.tasks)
 
     def replace(self, **changes: Any) -> "WorldModelConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (tuples become lists)."""
+        """JSON-able dict of every field (tuples become lists; ``tasks`` only for a multi-task model)."""
         out = dataclasses.asdict(self)
         out["block_channels"] = list(self.block_channels)
+        if self.tasks:
+            out["tasks"] = list(self.tasks)
+        else:  # a single-task model's config.json stays as before (readable by earlier versions)
+            del out["tasks"]
         return out
 
     @classmethod

@@ -246,12 +246,15 @@ class WorldModel(nn.Module):
         return frames, False
 
     def _actions(self, actions: Tensor | np.ndarray, name: str, steps: int | None) -> Tensor:
-        """Validate actions float [B, steps, A] (any T when steps is None) and move them to the model's
+        """Validate actions float [B, steps, A] (any T when steps is None; a multi-task model zero-pads shorter
+        actions to A) and move them to the model's
         device as float32."""
         a = self.config.action_dim
         actions = _as_tensor(actions, name)
         if not actions.dtype.is_floating_point:
             raise TypeError(f"{name} must be a float tensor [B, T, A={a}], got dtype {actions.dtype}")
+        if self.config.multi_task and actions.ndim == 3 and 0 < actions.shape[2] < a:
+            actions = pad_actions(actions, a)  # a task with shorter actions, as in training
         if actions.ndim != 3 or actions.shape[2] != a or (steps is not None and actions.shape[1] != steps):
             want = "T" if steps is None else str(steps)
             raise ValueError(
@@ -268,7 +271,8 @@ class WorldModel(nn.Module):
         """Raise ValueError naming the field if this model's config differs from what it is used with.
 
         None means "don't check". env_id is compared without a 'module:' prefix and only when both the
-        config and the argument name one (older checkpoints may not record it).
+        config and the argument name one (older checkpoints may not record it). A multi-task model accepts any
+        of its ``tasks`` and any action size up to its action_dim (shorter actions are zero-padded).
         """
         wanted: dict[str, Any] = dict(expect or {})
         for key, value in (("frame_size", frame_size), ("action_dim", action_dim), ("context", context),
@@ -280,6 +284,13 @@ class WorldModel(nn.Module):
             if key not in fields:
                 raise ValueError(f"cannot check unknown WorldModelConfig field {key!r}")
             have = fields[key]
+            if key == "env_id" and self.config.multi_task:
+                if value is None or canonical_env_id(value) in map(canonical_env_id, self.config.tasks):
+                    continue
+                raise ValueError(f"world model mismatch: it was trained on {', '.join(self.config.tasks)}, "
+                                 f"not on {value}")
+            if key == "action_dim" and self.config.multi_task and isinstance(value, int) and 0 < value <= have:
+                continue  # shorter actions are zero-padded
             if key == "env_id":
                 if value is None or have is None or canonical_env_id(have) == canonical_env_id(value):
                     continue
@@ -338,6 +349,15 @@ class WorldModel(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
+def pad_actions(actions: Tensor, action_dim: int) -> Tensor:
+    """float [..., a] -> [..., action_dim], zeros appended (a <= action_dim): how a multi-task model takes the
+    actions of a task with fewer action entries than its widest task."""
+    missing = action_dim - actions.shape[-1]
+    if missing < 0:
+        raise ValueError(f"actions of size {actions.shape[-1]} do not fit a model with action_dim {action_dim}")
+    return torch.nn.functional.pad(actions, (0, missing)) if missing else actions
+
+
 def _as_tensor(value: Tensor | np.ndarray, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
