@@ -34,8 +34,7 @@ from worldvid.optim import read_metrics
 from worldvid.train import TrainConfig, train
 from worldvid.train_distributed import DistributedConfig, train_distributed
 
-ERRORS = ("goal_object_error_px", "moving_part_error")
-"""Open-loop errors compared at the last imagined step, where the evaluation scores them."""
+from worldvid.experiments.open_loop import ERRORS, open_loop_at
 
 
 def mean_loss(run: str | Path, first: int, last: int) -> float | None:
@@ -49,26 +48,6 @@ def mean_loss(run: str | Path, first: int, last: int) -> float | None:
             total, count = total + row["loss"] * steps, count + steps
         previous = row["step"]
     return total / count if count else None
-
-
-def open_loop_at(run: str | Path, horizon: int = 8, seed: int = 0) -> dict[str, Any]:
-    """The model's and copy-last-frame's errors at imagined step ``horizon`` on the run's held-out episodes of its
-    first store, and copy / model (the ratio; > 1: the model is better)."""
-    from worldvid.evaluate import evaluate_open_loop
-    from worldvid.run_folder import RunFolder
-
-    folder = RunFolder.of(run)
-    store = EpisodeStore(folder.data())
-    report = evaluate_open_loop(folder.load_model_for(store), store, folder.held_out_episodes(store), horizon=horizon,
-                                seed=seed)
-    scores: dict[str, Any] = {"windows": report["windows"], "horizon": horizon}
-    for key in ERRORS:
-        model, copy = report["model"].get(key), report["copy_last_frame"].get(key)
-        if model is None or model[horizon - 1] is None or copy[horizon - 1] is None:
-            continue
-        scores[key] = {"model": model[horizon - 1], "copy_last_frame": copy[horizon - 1],
-                       "ratio": copy[horizon - 1] / max(model[horizon - 1], 1e-9)}
-    return scores
 
 
 def _measure(name: str, run: Path, call: Any, config: TrainConfig, loss_steps: tuple[int, int],

@@ -12,6 +12,8 @@ from worldvid.device import resolve_device
 from worldvid.evaluate import controllability, evaluate_open_loop
 from worldvid.run_folder import RunFolder
 
+ERRORS = ("goal_object_error_px", "moving_part_error")
+"""The open-loop errors ``open_loop_at`` compares with copy-last-frame."""
 REPORT_STEPS = (1, 2, 4, 8, 16, 25, 50)
 """Imagined steps shown in the terminal table when the rollout is that long (all steps go to the JSON)."""
 
@@ -103,3 +105,22 @@ def run_open_loop_evaluation(
         print(format_report(report))
         print(f"report: {out}")
     return report
+
+
+def open_loop_at(run: str | os.PathLike, horizon: int = 8, seed: int = 0, data: str | os.PathLike | None = None,
+                 episodes: list[int] | None = None) -> dict[str, Any]:
+    """The model's and copy-last-frame's errors (``ERRORS``) at imagined step ``horizon`` and copy / model (the
+    ratio; > 1: the model is better), on ``episodes`` of store ``data`` (default: the run's first store and its
+    held-out episodes there)."""
+    folder = RunFolder.of(run)
+    store = EpisodeStore(data if data is not None else folder.data())
+    episodes = folder.held_out_episodes(store) if episodes is None else episodes
+    report = evaluate_open_loop(folder.load_model_for(store), store, episodes, horizon=horizon, seed=seed)
+    scores: dict[str, Any] = {"windows": report["windows"], "horizon": horizon, "episodes": len(episodes)}
+    for key in ERRORS:
+        model, copy = report["model"].get(key), report["copy_last_frame"].get(key)
+        if model is None or model[horizon - 1] is None or copy[horizon - 1] is None:
+            continue
+        scores[key] = {"model": model[horizon - 1], "copy_last_frame": copy[horizon - 1],
+                       "ratio": copy[horizon - 1] / max(model[horizon - 1], 1e-9)}
+    return scores

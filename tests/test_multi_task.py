@@ -140,8 +140,8 @@ def point_and_push(store_dir, tmp_path_factory):
 
 
 def test_consumers_take_the_multi_task_model_for_one_of_its_tasks(point_and_push):
-    from envs.dream import DreamEnv
-    from experiments.open_loop import run_open_loop_evaluation
+    from worldvid.envs.dream import DreamEnv
+    from worldvid.experiments.open_loop import run_open_loop_evaluation
 
     point, push, run = point_and_push
     with pytest.raises(ValueError, match="multi-task model: pass --data"):

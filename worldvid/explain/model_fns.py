@@ -32,10 +32,11 @@ def model_next_frame(model: WorldModel, differentiable: bool = False) -> NextFra
     sampler = SAMPLER_FUNCTIONS[model.config.sampler]
 
     def predict_with_grad(context: Tensor, actions: Tensor, noise: Tensor) -> Tensor:
+        context, actions = context.to(model.device), actions.to(model.device)
         if model.config.objective == "regression":
-            return model.denoiser.regress(context.to(model.device), actions.to(model.device))
+            return model.frame_of(model.denoiser.regress(context, actions), context)
         sigmas = model.sigmas()
         x = noise.to(model.device, dtype=sigmas.dtype) * sigmas[0]
-        return sampler(model.denoiser, x, sigmas, context=context.to(model.device), actions=actions.to(model.device))
+        return model.frame_of(sampler(model.denoiser, x, sigmas, context=context, actions=actions), context)
 
     return predict_with_grad

@@ -9,6 +9,10 @@ from typing import Any, Mapping
 
 SAMPLERS = ("euler", "heun")
 OBJECTIVES = ("diffusion", "regression")
+PREDICTS = ("frame", "change")
+OMITTED_AT_DEFAULT = {"tasks": (), "predict": "frame"}
+"""Fields added after checkpoints were first shared: left out of ``to_dict`` at their default, so a model that
+does not use them writes the config.json earlier versions read."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +75,12 @@ class WorldModelConfig:
     deterministic baseline, the same network predicting the next frame in one call from the context and actions
     alone (no noisy input), trained by mean squared error; the sampling fields are then unused."""
 
+    predict: str = "frame"
+    """What the network generates: 'frame', the next frame itself; or 'change', its change from the last context
+    frame, (f[t+1] - f[t]) / 2 in model space, added back to f[t] after sampling. With 'change' a static pixel is a
+    zero to predict rather than a pixel to redraw: for scenes where a few pixels move among many static ones. Its
+    spread is far below a frame's, so pair it with a smaller sigma_data (e.g. 0.1)."""
+
     env_id: str | None = None
     """Optional metadata: the Gymnasium id of the environment the model was trained on."""
     tasks: tuple[str, ...] = ()
@@ -117,6 +127,8 @@ class WorldModelConfig:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.predict not in PREDICTS:
+            raise ValueError(f"predict must be one of {PREDICTS}, got {self.predict!r}")
         if self.env_id is not None and (not isinstance(self.env_id, str) or not self.env_id):
             raise ValueError(f"env_id must be a non-empty string or None, got {self.env_id!r}")
         if not isinstance(self.tasks, tuple) or not all(isinstance(t, str) and t for t in self.tasks):
@@ -136,13 +148,13 @@ class WorldModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (tuples become lists; ``tasks`` only for a multi-task model)."""
+        """JSON-able dict of every field (tuples become lists), but ``OMITTED_AT_DEFAULT``'s at their default."""
         out = dataclasses.asdict(self)
         out["block_channels"] = list(self.block_channels)
-        if self.tasks:
-            out["tasks"] = list(self.tasks)
-        else:  # a single-task model's config.json stays as before (readable by earlier versions)
-            del out["tasks"]
+        out["tasks"] = list(self.tasks)
+        for name, default in OMITTED_AT_DEFAULT.items():  # config.json stays as before (earlier versions read it)
+            if getattr(self, name) == default:
+                del out[name]
         return out
 
     @classmethod

@@ -121,7 +121,20 @@ class WorldModel(nn.Module):
         actions = self._actions(context_actions, "context_actions", self.config.context)
         target_x, _ = self._frames(target, "target", window=False)
         _check_batch(("context_frames", context), ("context_actions", actions), ("target", target_x))
-        return self.denoiser.loss(target_x, context, actions, generator=generator)
+        return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator=generator)
+
+    def generated_of(self, next_frame: Tensor, context: Tensor) -> Tensor:
+        """What the network generates for ``next_frame`` (float [B, C, H, W] in model space) after ``context``
+        (float [B, K, C, H, W]): the frame itself, or with ``predict='change'`` its change from the last
+        context frame, halved into [-1, 1]."""
+        return (next_frame - context[:, -1]) / 2 if self.config.predict == "change" else next_frame
+
+    def frame_of(self, generated: Tensor, context: Tensor) -> Tensor:
+        """Inverse of ``generated_of``: the next frame, float [B, C, H, W] in [-1, 1], from what the network
+        generated after ``context`` (float [B, K, C, H, W])."""
+        if self.config.predict != "change":
+            return generated
+        return (context[:, -1].float() + 2 * generated.float()).clamp(-1, 1)
 
     # ------------------------------------------------------------------ imagination
     @torch.inference_mode()
@@ -200,12 +213,12 @@ class WorldModel(nn.Module):
             raise ValueError(f"noise must be float [B, C, H, W] = {list(shape)}, got {list(noise.shape)}")
         if c.objective == "regression":  # deterministic: one call, the noise unused
             with self.autocast_context():
-                return quantize(self.denoiser.regress(context, actions))
+                return quantize(self.frame_of(self.denoiser.regress(context, actions), context))
         x = noise.to(self.device, torch.float32) * sigmas[0]
         sampler = SAMPLER_FUNCTIONS[c.sampler]
         with self.autocast_context():
             x = sampler(self.denoiser, x, sigmas, context=context, actions=actions)
-        return quantize(x)
+        return quantize(self.frame_of(x, context))
 
     # ------------------------------------------------------------------ input validation
     def _frames(self, frames: Tensor | np.ndarray, name: str, window: bool) -> tuple[Tensor, bool]:
