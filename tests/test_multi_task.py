@@ -57,6 +57,7 @@ def test_stores_of_two_tasks_make_a_multi_task_model_as_wide_as_the_widest_actio
     assert model.config.tasks == ("test/Rising-v0", "test/Falling-v0")
     assert model.config.env_id is None and model.config.action_dim == 3 and model.config.multi_task
     assert json.loads((run.model_path / "config.json").read_text())["tasks"] == ["test/Rising-v0", "test/Falling-v0"]
+    assert "# test/Rising-v0, test/Falling-v0 world model" in (run.model_path / "README.md").read_text()
     model.check_compatible(env_id="test/Rising-v0", action_dim=2, frame_size=SIZE)
     model.check_compatible(env_id="test/Falling-v0", action_dim=3)
     with pytest.raises(ValueError, match="trained on test/Rising-v0, test/Falling-v0, not on test/Other-v0"):

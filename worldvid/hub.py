@@ -158,8 +158,8 @@ def render_card(class_name: str, config: Mapping[str, Any], checksum: str, facts
     import yaml
 
     kind, tags = _KINDS.get(class_name, (class_name, []))
-    env_id = config.get("env_id")
-    block = {"class": class_name, "version": __version__, "env_id": env_id, "weights_sha256": checksum,
+    env_id = config.get("env_id") or ", ".join(config.get("tasks") or ()) or None  # a multi-task model: its tasks
+    block = {"class": class_name, "version": __version__, "env_id": config.get("env_id"), "weights_sha256": checksum,
              "config": dict(config), **{k: facts[k] for k in ("training", "metrics") if facts.get(k)}}
     meta = {"library_name": LIBRARY_NAME, "tags": [LIBRARY_NAME, *tags, *_TAGS], LIBRARY_NAME: block}
     front = yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, allow_unicode=True, width=110)
