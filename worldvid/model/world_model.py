@@ -267,7 +267,7 @@ class WorldModel(nn.Module):
         if not actions.dtype.is_floating_point:
             raise TypeError(f"{name} must be a float tensor [B, T, A={a}], got dtype {actions.dtype}")
         if self.config.multi_task and actions.ndim == 3 and 0 < actions.shape[2] < a:
-            actions = pad_actions(actions, a)  # a task with shorter actions, as in training
+            actions = nn.functional.pad(actions, (0, a - actions.shape[2]))  # zero-padded, as in training
         if actions.ndim != 3 or actions.shape[2] != a or (steps is not None and actions.shape[1] != steps):
             want = "T" if steps is None else str(steps)
             raise ValueError(
@@ -362,15 +362,6 @@ class WorldModel(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
-def pad_actions(actions: Tensor, action_dim: int) -> Tensor:
-    """float [..., a] -> [..., action_dim], zeros appended (a <= action_dim): how a multi-task model takes the
-    actions of a task with fewer action entries than its widest task."""
-    missing = action_dim - actions.shape[-1]
-    if missing < 0:
-        raise ValueError(f"actions of size {actions.shape[-1]} do not fit a model with action_dim {action_dim}")
-    return torch.nn.functional.pad(actions, (0, missing)) if missing else actions
-
-
 def _as_tensor(value: Tensor | np.ndarray, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
