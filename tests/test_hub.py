@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from worldvid import hub
+from worldvid.model import card as hub_card
+from worldvid.model import hub
 from worldvid.goal_distance import GoalDistance, GoalDistanceConfig
 from worldvid.model import CONFIG_NAME, WEIGHTS_NAME, WorldModel, WorldModelConfig
-from worldvid.model.pretrained import state_checksum
+from worldvid.model.folder import state_checksum
 from worldvid.train import TrainConfig
 
 S, K, A = 16, 2, 2
@@ -172,14 +173,14 @@ def test_every_save_writes_a_model_card_that_parses_for_both_kinds(tmp_path):
 
     for model, cls in ((tiny_world_model(0), WorldModel), (tiny_distance(0), GoalDistance)):
         folder = model.save_pretrained(tmp_path / cls.__name__)
-        card = ModelCard.load(folder / hub.CARD_NAME)  # the Hub's own parser
+        card = ModelCard.load(folder / hub_card.CARD_NAME)  # the Hub's own parser
         assert card.data.library_name == "worldvid" and "worldvid" in card.data.tags
-        block = hub.card_metadata(folder)["worldvid"]
+        block = hub_card.card_metadata(folder)["worldvid"]
         assert block["class"] == cls.__name__ and block["env_id"] == ENV
         assert block["config"] == json.loads(json.dumps(model.config.to_dict()))
         with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:  # the checksum still covers the weights
             assert block["weights_sha256"] == f.metadata()["worldvid_sha256"]
-        assert f"{cls.__name__}.from_pretrained" in card.text and hub.CARD_MARKER in card.content
+        assert f"{cls.__name__}.from_pretrained" in card.text and hub_card.CARD_MARKER in card.content
         config = json.loads((folder / CONFIG_NAME).read_text())
         assert config["_worldvid_class"] == cls.__name__ and config["_library_name"] == "worldvid"
         assert "_class_name" not in config  # diffusers' loaders would look for a diffusers class of that name
@@ -198,7 +199,7 @@ def test_old_folders_without_a_card_still_load(tmp_path, offline_cache):
     cache, _ = offline_cache
     for model, cls in ((tiny_world_model(0), WorldModel), (tiny_distance(0), GoalDistance)):
         folder = model.save_pretrained(tmp_path / cls.__name__)
-        (folder / hub.CARD_NAME).unlink()
+        (folder / hub_card.CARD_NAME).unlink()
         config = json.loads((folder / CONFIG_NAME).read_text())
         old = {k: v for k, v in config.items() if k not in ("_worldvid_class", "_library_name")}
         (folder / CONFIG_NAME).write_text(json.dumps({**old, "_class_name": cls.__name__, "_format_version": 1}))
@@ -206,16 +207,16 @@ def test_old_folders_without_a_card_still_load(tmp_path, offline_cache):
         check = imagine if cls is WorldModel else distances
         for source in (folder, f"old/{cls.__name__}"):
             assert torch.equal(check(cls.from_pretrained(source)), check(model))
-        assert not (folder / hub.CARD_NAME).exists()
+        assert not (folder / hub_card.CARD_NAME).exists()
         model.save_pretrained(folder)  # the next save writes a card
-        assert hub.card_metadata(folder)["library_name"] == "worldvid"
+        assert hub_card.card_metadata(folder)["library_name"] == "worldvid"
 
 
 def test_a_card_the_user_wrote_is_kept(tmp_path):
     folder = tiny_world_model(0).save_pretrained(tmp_path / "m")
-    (folder / hub.CARD_NAME).write_text("---\nlicense: mit\n---\n# mine\n")
+    (folder / hub_card.CARD_NAME).write_text("---\nlicense: mit\n---\n# mine\n")
     tiny_world_model(1).save_pretrained(folder)
-    assert (folder / hub.CARD_NAME).read_text() == "---\nlicense: mit\n---\n# mine\n"
+    assert (folder / hub_card.CARD_NAME).read_text() == "---\nlicense: mit\n---\n# mine\n"
 
 
 def fake_run(run: Path) -> None:
@@ -234,7 +235,7 @@ def test_a_card_names_the_runs_data_and_metrics_and_they_travel_with_the_same_we
     fake_run(run)
     model = tiny_world_model(0)
     model.save_pretrained(run / "model")
-    block = hub.card_metadata(run / "model")["worldvid"]
+    block = hub_card.card_metadata(run / "model")["worldvid"]
     assert block["training"]["data"] == ["point16"] and block["training"]["held_out_episodes"] == 2
     assert block["training"]["config"]["steps"] == 6 and "/somewhere" not in (run / "model" / "README.md").read_text()
     assert block["metrics"] == {"train": {"step": 6, "loss": 0.25, "lr": 1e-4}}  # no eval yet
@@ -246,18 +247,18 @@ def test_a_card_names_the_runs_data_and_metrics_and_they_travel_with_the_same_we
     folder = hub.prepare_upload(loaded, tmp_path / "upload", REPO)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     assert torch.equal(imagine(WorldModel.from_pretrained(folder)), imagine(model))
-    card = hub.card_metadata(folder)["worldvid"]
+    card = hub_card.card_metadata(folder)["worldvid"]
     assert card["training"] == block["training"] and card["metrics"]["train"] == block["metrics"]["train"]
     assert card["metrics"]["open_loop"]["model.psnr@2"] == 25.5
     assert f'WorldModel.from_pretrained("{REPO}")' in (folder / "README.md").read_text()
     again = hub.prepare_upload(WorldModel.from_pretrained(folder), tmp_path / "again", REPO)  # and on from a card
-    assert hub.card_metadata(again)["worldvid"]["metrics"] == card["metrics"]
+    assert hub_card.card_metadata(again)["worldvid"]["metrics"] == card["metrics"]
     with torch.no_grad():
         loaded.denoiser.inner.unet.conv_out.weight.add_(1.0)  # other weights: the run's numbers no longer apply
-    changed = hub.card_metadata(hub.prepare_upload(loaded, tmp_path / "changed"))["worldvid"]
+    changed = hub_card.card_metadata(hub.prepare_upload(loaded, tmp_path / "changed"))["worldvid"]
     assert "metrics" not in changed and "training" not in changed
-    hub.write_card(run / "model")  # the run's own card, refreshed after the evaluation
-    assert hub.card_metadata(run / "model")["worldvid"]["metrics"]["open_loop"]["model.ssim@1"] == 0.9
+    hub_card.write_card(run / "model")  # the run's own card, refreshed after the evaluation
+    assert hub_card.card_metadata(run / "model")["worldvid"]["metrics"]["open_loop"]["model.ssim@1"] == 0.9
 
 
 def test_a_world_model_loads_in_bfloat16_under_autocast(tmp_path):
@@ -303,7 +304,7 @@ def test_hf_hub_offline_set_before_python_starts_is_honoured(tmp_path):
     cache = tmp_path / "hf"
     tiny_world_model(1).save_pretrained(tmp_path / "v1")
     cache_repo(cache, REPO, tmp_path / "v1", "v1", COMMITS[1])
-    code = ("from worldvid.model import WorldModel; from worldvid.model.pretrained import state_checksum; "
+    code = ("from worldvid.model import WorldModel; from worldvid.model.folder import state_checksum; "
             f"print(state_checksum(WorldModel.from_pretrained({REPO!r}, revision='v1').state_dict()))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,

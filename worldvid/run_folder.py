@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 from worldvid.atomic import remove_dead_temporaries, write_json_atomic
 from worldvid.checkpoint import TRAINING_STATE, CheckpointError
 from worldvid.locks import folder_lock
-from worldvid.model.pretrained import CONFIG_NAME as MODEL_CONFIG
-from worldvid.model.pretrained import folder_to_read, recover_folder, remove_stale_leftovers
+from worldvid.model.folder import CONFIG_NAME as MODEL_CONFIG
+from worldvid.model.folder import folder_to_read, recover_folder, remove_stale_leftovers
+from worldvid.run_files import METRICS_CSV, METRICS_JSONL, MODEL_DIR, TRAIN_CONFIG
 
 if TYPE_CHECKING:
     import torch
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
     from worldvid.data.store import EpisodeStore
     from worldvid.model import WorldModel
 
-TRAIN_CONFIG = "train_config.json"
-MODEL_DIR = "model"
-METRICS_CSV = "metrics.csv"
-METRICS_JSONL = "metrics.jsonl"
 Config = TypeVar("Config")
 
 
@@ -57,7 +54,7 @@ class RunFolder:
         """The run (or model folder) at ``path``; FileNotFoundError when neither holds a world model.
 
         A run whose model/ a kill left between the two renames of a save still counts (its model is read where
-        the save left it, ``worldvid.model.pretrained.folder_to_read``)."""
+        the save left it, ``worldvid.model.folder.folder_to_read``)."""
         path = Path(path)
         for candidate in (path / MODEL_DIR, path):
             if folder_to_read(candidate) is not None:

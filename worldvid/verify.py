@@ -100,7 +100,7 @@ def safetensors_problems(file: Path) -> tuple[list[str], int]:
 
 def check_model_folder(folder: Path, report: VerifyReport) -> None:
     """Add the problems of a model folder (config.json + model.safetensors) to ``report``."""
-    from worldvid.model.pretrained import CONFIG_NAME, WEIGHTS_NAME
+    from worldvid.model.folder import CONFIG_NAME, WEIGHTS_NAME
 
     if not folder.is_dir():
         report.problems.append(f"{folder}: missing")
@@ -131,7 +131,7 @@ def verify_path(path: str | os.PathLike, full: bool = False) -> VerifyReport:
                         "replaces or removes it)" for name in store.unlisted]
         return report
     from worldvid.checkpoint import TRAINING_STATE  # the run's names, from their one home (these import torch)
-    from worldvid.model.pretrained import CONFIG_NAME
+    from worldvid.model.folder import CONFIG_NAME
     from worldvid.run_folder import MODEL_DIR, TRAIN_CONFIG
 
     if (path / TRAIN_CONFIG).is_file() or (path / MODEL_DIR).is_dir():

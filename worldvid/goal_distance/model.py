@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from worldvid.envs.factory import canonical_env_id
-from worldvid.model.pretrained import class_name_of, load_state_checked, read_folder, save_folder
+from worldvid.model.folder import class_name_of, read_folder
+from worldvid.model.pretrained import load_state_checked, save_folder
 
 KIND = "goal-distance"
 
@@ -151,9 +152,10 @@ class GoalDistance(nn.Module):
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False, token: str | bool | None = None) -> "GoalDistance":
         """Load a folder written by ``save_pretrained`` (or a cost run folder holding it in model/), or Hub repo
-        "owner/name" at ``revision`` (``worldvid.hub.resolve_folder``), in eval mode. Weights stay float32: the
+        "owner/name" at ``revision`` (``worldvid.model.hub.resolve_folder``), in eval mode. Weights stay float32: the
         network reads float32 pixels."""
-        from worldvid.hub import remember_provenance, resolve_folder
+        from worldvid.model.card import remember_provenance
+        from worldvid.model.hub import resolve_folder
 
         path = resolve_folder(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                               token=token, kind="goal distance")
@@ -168,8 +170,8 @@ class GoalDistance(nn.Module):
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, commit_message: str | None = None) -> Any:
         """Upload this distance (config, weights, card) to Hub repo ``repo_id`` as one commit; returns the
-        CommitInfo (``worldvid.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
-        from worldvid.hub import push_to_hub
+        CommitInfo (``worldvid.model.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
+        from worldvid.model.hub import push_to_hub
 
         return push_to_hub(self, repo_id, revision=revision, private=private, token=token,
                            commit_message=commit_message)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from worldvid.envs.factory import canonical_env_id
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
-from worldvid.model.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_folder, save_folder
+from worldvid.model.folder import CONFIG_NAME, WEIGHTS_NAME
+from worldvid.model.pretrained import load_folder, save_folder
 from worldvid.model.sampling import SAMPLER_FUNCTIONS, karras_sigmas, randn
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "WorldModel", "frames_to_model", "model_to_frames", "quantize"]
@@ -331,7 +332,7 @@ class WorldModel(nn.Module):
                         channels_last: bool = CHANNELS_LAST_DEFAULT, dtype: torch.dtype | str | None = None,
                         torch_dtype: torch.dtype | str | None = None) -> "WorldModel":
         """Load a folder written by ``save_pretrained`` (or a run folder's model/), or Hub repo "owner/name" at
-        ``revision`` (``worldvid.hub.resolve_folder``: through huggingface_hub's cache, ``cache_dir``; only the
+        ``revision`` (``worldvid.model.hub.resolve_folder``: through huggingface_hub's cache, ``cache_dir``; only the
         cache when HF_HUB_OFFLINE or ``local_files_only``), onto ``device`` (CPU by default), in eval mode.
 
         frame_size / action_dim / context / env_id / expect (any config fields): what the model will be
@@ -339,7 +340,8 @@ class WorldModel(nn.Module):
         ``torch_dtype``): float32 (default) or bfloat16 weights (run under bf16 autocast). A missing file raises
         FileNotFoundError and a corrupt one ValueError, each naming the file.
         """
-        from worldvid.hub import remember_provenance, resolve_folder
+        from worldvid.model.card import remember_provenance
+        from worldvid.model.hub import resolve_folder
         from worldvid.model.pretrained import weights_dtype
 
         folder = resolve_folder(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
@@ -354,8 +356,8 @@ class WorldModel(nn.Module):
     def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, commit_message: str | None = None) -> Any:
         """Upload this model (config, weights, card) to Hub repo ``repo_id`` as one commit; returns the CommitInfo
-        (``worldvid.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
-        from worldvid.hub import push_to_hub
+        (``worldvid.model.hub.push_to_hub``; offline it raises ConnectionError before writing anything)."""
+        from worldvid.model.hub import push_to_hub
 
         return push_to_hub(self, repo_id, revision=revision, private=private, token=token,
                            commit_message=commit_message)

@@ -1,29 +1,22 @@
-"""One home for the Hugging Face Hub conventions of worldvid's checkpoint folders (world model, goal distance).
+"""The model card of a checkpoint folder: README.md with YAML metadata (``library_name: worldvid``, tags, the config,
+the training data and metrics when known), written by every save (``worldvid.model.pretrained.save_folder``). Its
+facts come from the run folder the model is saved into (``worldvid.run_files`` names its files), or travel with a
+loaded model to its next save while its weights are the same (their SHA-256 is in the card).
 
-- ``resolve_folder``: what ``from_pretrained`` reads: a local folder (or a run folder, whose model/ it reads) or a
-  Hub repo id "owner/name" at ``revision``, fetched by ``huggingface_hub.snapshot_download`` into the Hub's own
-  cache (only the cache is read when HF_HUB_OFFLINE is set or ``local_files_only``).
-- the model card: README.md with YAML metadata (``library_name: worldvid``, tags, the config, the training data
-  and metrics when known), written by every save (``worldvid.model.pretrained.save_folder``). Its facts come from
-  the run folder the model is saved into, or travel with a loaded model to its next save while its weights are
-  the same (their SHA-256 is in the card).
-- ``push_to_hub``: save into a temporary folder (``prepare_upload``), then ``HfApi.create_repo`` + ``upload_folder``.
-
-huggingface_hub (installed with diffusers) and PyYAML (with huggingface_hub) are imported where they are used.
+PyYAML (installed with huggingface_hub) is imported where it is used.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from worldvid.atomic import write_bytes_atomic
-from worldvid.model.pretrained import WEIGHTS_NAME, class_name_of, folder_to_read, read_folder, state_checksum
-from worldvid.run_folder import METRICS_JSONL, MODEL_DIR, TRAIN_CONFIG
+from worldvid.model.folder import WEIGHTS_NAME, class_name_of, folder_to_read, read_folder, state_checksum
+from worldvid.run_files import METRICS_JSONL, MODEL_DIR, TRAIN_CONFIG
 from worldvid.version import __version__
 
 if TYPE_CHECKING:
@@ -32,87 +25,15 @@ if TYPE_CHECKING:
 CARD_NAME = "README.md"
 LIBRARY_NAME = "worldvid"
 CARD_MARKER = "<!-- worldvid model card: rewritten by every save_pretrained; delete this line to keep your edits -->"
-HUB_FILES = ["*.json", "*.safetensors", "*.md"]
-"""What ``from_pretrained`` fetches from a repo: configs, weights, cards; never a pickle (training_state.pt)."""
 EVAL_JSON = "eval.json"
-_KINDS = {"WorldModel": ("world model", ["world-model", "video-diffusion", "action-conditioned"]),
-          "GoalDistance": ("goal distance", ["goal-conditioned", "learned-distance"])}
+KINDS = {"WorldModel": ("world model", ["world-model", "video-diffusion", "action-conditioned"]),
+         "GoalDistance": ("goal distance", ["goal-conditioned", "learned-distance"])}
+"""Class name -> (what a card calls it, its tags)."""
 _TAGS = ["gymnasium", "mujoco", "reinforcement-learning"]
 _PROVENANCE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, Any]]" = weakref.WeakKeyDictionary()
 """A loaded model -> its card's facts (training, metrics) and the SHA-256 of the weights they describe."""
 
 
-# ---------------------------------------------------------------------------- resolution
-def is_repo_id(name: object) -> bool:
-    """Whether ``name`` is a str of the Hub's "owner/name" form (a Path never is)."""
-    if not isinstance(name, str) or name.count("/") != 1:
-        return False
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def offline() -> bool:
-    """Whether the Hub is offline: HF_HUB_OFFLINE as huggingface_hub read it at import, or as it is now."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = None,
-                   cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
-                   token: str | bool | None = None, kind: str = "world model") -> Path:
-    """The folder ``from_pretrained`` reads for ``name_or_path``: a local folder (a run folder: its model/), or
-    the snapshot of Hub repo "owner/name" at ``revision`` (a branch, tag or commit; default "main") in the Hub
-    cache (``cache_dir``, default HF_HUB_CACHE). A str that names an existing local folder is that folder.
-
-    A repo not in the cache while offline (or ``local_files_only``) raises FileNotFoundError, in one line
-    naming the repo, the revision and the cache.
-    """
-    local = Path(name_or_path).expanduser()
-    if not is_repo_id(name_or_path) or local.exists() or folder_to_read(local) is not None:
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to a Hub repo id, but {name_or_path} is a local folder")
-        folder = local
-    else:
-        folder = _download(str(name_or_path), revision, cache_dir, local_files_only, token, kind)
-    if folder_to_read(folder) is None and ((folder / MODEL_DIR).is_dir() or folder_to_read(folder / MODEL_DIR)):
-        return folder / MODEL_DIR  # a run folder
-    return folder
-
-
-def _download(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None, local_files_only: bool,
-              token: str | bool | None, kind: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
-    cache_only = offline() or local_files_only
-    where = f"Hub repo {repo_id} (revision {revision or 'main'})"
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                      local_files_only=cache_only, allow_patterns=HUB_FILES,
-                                      library_name=LIBRARY_NAME, library_version=__version__))
-    except LocalEntryNotFoundError as e:  # also an incomplete snapshot (IncompleteSnapshotError)
-        why = ("the Hub is offline (HF_HUB_OFFLINE=1)" if offline() else "local_files_only=True" if local_files_only
-               else "the Hub could not be reached")
-        state = "is incomplete in" if type(e).__name__ == "IncompleteSnapshotError" else "is not in"
-        raise FileNotFoundError(f"no {kind} at {repo_id}: not a local folder, and {where} {state} the Hugging Face "
-                                f"cache {Path(cache_dir or constants.HF_HUB_CACHE)} while {why}") from None
-    except RevisionNotFoundError:
-        raise FileNotFoundError(f"no {kind} at {where}: the repo has no such revision") from None
-    except RepositoryNotFoundError:
-        raise FileNotFoundError(f"no {kind} at {repo_id}: not a local folder, nor a Hub repo this token can read "
-                                "(private or gated repos need token=)") from None
-    except HfHubHTTPError as e:
-        raise OSError(f"cannot fetch the {kind} {where}: {_first_line(e)}") from None
-
-
-# ---------------------------------------------------------------------------- the model card
 def card_is_ours(card: str | os.PathLike) -> bool:
     """Whether the README.md at ``card`` is one worldvid wrote (a save may rewrite it), not the user's."""
     try:
@@ -157,7 +78,7 @@ def render_card(class_name: str, config: Mapping[str, Any], checksum: str, facts
     SHA-256, and ``facts``: training, metrics) then Markdown."""
     import yaml
 
-    kind, tags = _KINDS.get(class_name, (class_name, []))
+    kind, tags = KINDS.get(class_name, (class_name, []))
     env_id = config.get("env_id") or ", ".join(config.get("tasks") or ()) or None  # a multi-task model: its tasks
     block = {"class": class_name, "version": __version__, "env_id": config.get("env_id"), "weights_sha256": checksum,
              "config": dict(config), **{k: facts[k] for k in ("training", "metrics") if facts.get(k)}}
@@ -297,44 +218,3 @@ def write_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path:
     config = {k: v for k, v in data.items() if not k.startswith("_")}
     text = render_card(class_name_of(data) or "WorldModel", config, checksum, facts, repo_id)
     return write_bytes_atomic(card, text.encode())
-
-
-# ---------------------------------------------------------------------------- upload
-def prepare_upload(model: "torch.nn.Module", folder: str | os.PathLike, repo_id: str | None = None) -> Path:
-    """Save ``model`` into ``folder`` as ``push_to_hub`` uploads it (config.json, model.safetensors, README.md
-    naming ``repo_id``); returns the folder."""
-    from worldvid.model.pretrained import save_folder
-
-    return save_folder(model, folder, kind=_KINDS.get(type(model).__name__, ("model",))[0], repo_id=repo_id)
-
-
-def push_to_hub(model: "torch.nn.Module", repo_id: str, *, revision: str | None = None, private: bool | None = None,
-                token: str | bool | None = None, commit_message: str | None = None) -> Any:
-    """Upload ``model`` to Hub repo ``repo_id`` (created when missing; ``revision``: a branch, created from main
-    when missing) as one commit; returns huggingface_hub's CommitInfo.
-
-    Offline (HF_HUB_OFFLINE) it raises ConnectionError in one line before writing anything."""
-    kind = _KINDS.get(type(model).__name__, ("model",))[0]
-    if not is_repo_id(repo_id):
-        raise ValueError(f"cannot push the {kind}: {repo_id!r} is not a Hub repo id of the form 'owner/name'")
-    if offline():
-        raise ConnectionError(f"cannot push the {kind} to {repo_id}: the Hub is offline (HF_HUB_OFFLINE=1); "
-                              "nothing was written or uploaded")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    with tempfile.TemporaryDirectory(prefix="worldvid-push-") as tmp:
-        folder = prepare_upload(model, Path(tmp) / "upload", repo_id)
-        api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            if revision is not None:
-                api.create_branch(repo_id, branch=revision, exist_ok=True)
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
-                                     commit_message=commit_message or f"Upload {kind} (worldvid {__version__})")
-        except (HfHubHTTPError, OSError) as e:
-            raise OSError(f"cannot push the {kind} to {repo_id}: {_first_line(e)}") from e
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
