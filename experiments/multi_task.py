@@ -53,13 +53,23 @@ def _plan(env_id: str, model: str, episodes: int, workers: int, out: Path) -> di
     return row | {"folder": str(out), "wall_s": round(time.perf_counter() - started, 1)}
 
 
+def _reused(folder: str, env_id: str, episodes: int) -> dict[str, Any]:
+    """The summary row of a finished planning folder, checked to be this comparison's row (task, CEM with the
+    keypoint cost on imagined video, the default budget, seeds 0..episodes-1)."""
+    row = summary_rows([folder])[0]
+    wanted = {"env_id": env_id, "label": "cem/keypoint/model", "budget": "32x6x2", "seeds": f"0-{episodes - 1}"}
+    if any(row.get(k) != v for k, v in wanted.items()):
+        raise ValueError(f"{folder} is not a {wanted} row: {({k: row.get(k) for k in wanted})}")
+    return row | {"folder": folder, "reused": True}
+
+
 def compare(multi: str, singles: Sequence[str], out: str | Path, plan_episodes: int = 30, workers: int = 2,
             reuse: dict[str, str] | None = None) -> dict[str, Any]:
     """Measure every task (module docstring); returns the report written to OUT/multi_task.json."""
-    out, reuse = Path(out), dict(reuse or {})
+    out, reuse, multi = Path(out), dict(reuse or {}), str(multi)
     multi_run = RunFolder.of(multi)
     tasks: dict[str, Any] = {}
-    for single in singles:
+    for single in map(str, singles):
         single_run = RunFolder.of(single)
         env_id = single_run.load_model().config.env_id
         data = task_store(multi_run, env_id)
@@ -74,10 +84,10 @@ def compare(multi: str, singles: Sequence[str], out: str | Path, plan_episodes: 
             row[f"open_loop_{which}"] = open_loop_at(run, HORIZON, data=data, episodes=episodes)
         if plan_episodes:
             for which, run in (("single", single), ("multi", multi)):
-                folder = out / "plan" / f"{name}_{which}"
                 if which == "single" and name in reuse:
-                    folder = Path(reuse[name])
-                row[f"plan_{which}"] = _plan(env_id, run, plan_episodes, workers, folder)
+                    row[f"plan_{which}"] = _reused(reuse[name], env_id, plan_episodes)
+                else:
+                    row[f"plan_{which}"] = _plan(env_id, run, plan_episodes, workers, out / "plan" / f"{name}_{which}")
         tasks[name] = row
     report = {"multi": multi, "horizon": HORIZON, "tasks": tasks}
     out.mkdir(parents=True, exist_ok=True)
@@ -102,8 +112,22 @@ def table(report: dict[str, Any]) -> str:
                 f"{obj.get('model', float('nan')):.2f} ({obj.get('copy_last_frame', float('nan')):.2f}) | "
                 f"{obj.get('ratio', float('nan')):.1f}x | {rel:.2f} | "
                 f"{moving.get('model', float('nan')):.4f} ({moving.get('copy_last_frame', float('nan')):.4f}) | "
-                f"{plan.get('success', '-')} | {plan.get('95% CI', '-')} | {plan.get('s/decision', '-')} |")
+                f"{_success(plan)} | {_interval(plan)} |")
     return "\n".join(lines) + "\n"
+
+
+def _success(plan: dict[str, Any]) -> str:
+    if "success_rate" not in plan:
+        return "-"
+    return f"{round(plan['success_rate'] * plan['episodes'])}/{plan['episodes']}" + (" (earlier)" if plan.get("reused") else "")
+
+
+def _interval(plan: dict[str, Any]) -> str:
+    """'[low, high] | s/decision' of a planning row, '- | -' without one."""
+    if "success_ci95" not in plan:
+        return "- | -"
+    low, high = plan["success_ci95"]
+    return f"[{low:.0%}, {high:.0%}] | {plan['seconds_per_decision']:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -162,3 +162,22 @@ def test_consumers_take_the_multi_task_model_for_one_of_its_tasks(point_and_push
         train([point.root, push.root], run.path / "other", TrainConfig(steps=1, logger="none"), progress=False,
               model_config=WorldModelConfig(action_dim=2, frame_size=16, tasks=("worldvid/PointReach-v0",
                                                                                  "worldvid/Reacher-v0"), **TINY))
+
+
+def test_the_comparison_scores_both_models_on_the_same_held_out_windows(point_and_push, tmp_path):
+    from conftest import fast
+
+    from worldvid.experiments.multi_task import compare
+
+    point, _, run = point_and_push
+    config = WorldModelConfig(action_dim=2, frame_size=16, env_id="worldvid/PointReach-v0", **TINY)
+    train(point.root, tmp_path / "single", fast(4, logger="none"), model_config=config, progress=False)
+    report = compare(run.path, [tmp_path / "single"], tmp_path / "out", plan_episodes=0)
+    row = report["tasks"]["PointReach"]
+    assert row["held_out_episodes"] == len(run.held_out_episodes(point))
+    for which in ("single", "multi"):
+        moving = row[f"open_loop_{which}"]["moving_part_error"]
+        assert moving["model"] > 0 and moving["copy_last_frame"] > 0
+    assert row["open_loop_single"]["windows"] == row["open_loop_multi"]["windows"] > 0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| PointReach | single:" in table and "| PointReach | multi:" in table
