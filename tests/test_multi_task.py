@@ -158,6 +158,9 @@ def test_consumers_take_the_multi_task_model_for_one_of_its_tasks(point_and_push
     assert observation.shape == (16, 16, 3) and np.isfinite(reward)
     with pytest.raises(ValueError, match="several tasks"):
         DreamEnv(run.path)
+    tuned = train([push.root], run.path.parent / "tuned", TrainConfig(steps=1, batch_size=2, logger="none"),
+                  progress=False, init_from=run.path)  # fine-tuning on one of its tasks (e.g. a DAgger round)
+    assert RunFolder.of(tuned["run"]).load_model().config.tasks == ("worldvid/PointReach-v0", "worldvid/Push-v0")
     with pytest.raises(ValueError, match="is for worldvid/PointReach-v0, worldvid/Reacher-v0, the data at .*push16 is from worldvid/Push-v0"):
         train([point.root, push.root], run.path / "other", TrainConfig(steps=1, logger="none"), progress=False,
               model_config=WorldModelConfig(action_dim=2, frame_size=16, tasks=("worldvid/PointReach-v0",

@@ -151,7 +151,7 @@ def _resolve_configs(
     elif model_config is None:
         model_config = task_config(stores)
     data_config = task_config(stores)
-    if model_config.multi_task != data_config.multi_task:
+    if data_config.multi_task and not model_config.multi_task:  # a multi-task model may train on any of its tasks
         raise ValueError(f"the data holds {', '.join(data_config.tasks or (str(data_config.env_id),))} but the model is "
                          f"for {', '.join(model_config.tasks or (str(model_config.env_id),))}")
     for store in stores:

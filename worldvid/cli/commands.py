@@ -95,8 +95,8 @@ def run_import(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from worldvid.model import WorldModelConfig
     from worldvid.train import TrainConfig, train
-    from worldvid.train_stores import open_stores, task_config
     from worldvid.train_distributed import DistributedConfig, train_distributed
+    from worldvid.train_stores import open_stores, task_config
 
     train_config = TrainConfig(**values(args, [f.name for f in dataclasses.fields(TrainConfig)]))
     architecture = values(args, [f.name for f in dataclasses.fields(WorldModelConfig) if f.name not in MODEL_FROM_DATA])
