@@ -141,7 +141,7 @@ def test_training_mixes_several_stores_by_weight(store_dir, tmp_path):
         fast(1, data_weights=(0.0, 0.0))
     push = tmp_path / "push"
     collect("worldvid/Push-v0", 2, push, size=16, episodes_per_shard=2, progress=False)
-    with pytest.raises(ValueError, match="one model trains on one task"):
+    with pytest.raises(ValueError, match="the data holds worldvid/PointReach-v0, worldvid/Push-v0 but the model is for worldvid/PointReach-v0"):
         train([store_dir, push], tmp_path / "r", fast(1), tiny_config(), progress=False)
 
 
