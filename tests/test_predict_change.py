@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import fast, tiny_config
-from test_world_model import S, dot_batch, gen
+from test_world_model import S, dot_batch, gen, train_dot_model
 
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import read_metrics
@@ -57,20 +57,7 @@ def test_generated_of_and_frame_of_are_inverse_and_the_change_is_halved_into_ran
 
 
 def test_a_change_model_learns_to_move_a_dot_and_leaves_the_background_alone():
-    torch.manual_seed(0)
-    config = WorldModelConfig(action_dim=1, frame_size=S, context=2, block_channels=(8, 16), time_embed_dim=32,
-                              action_embed_dim=32, num_steps=1, predict="change", sigma_data=0.1)
-    model = WorldModel(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    g = gen(0)
-    for _ in range(300):
-        context, actions, target, _, _ = dot_batch(32, g)
-        with model.autocast_context():
-            loss = model.loss(context, actions, target, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = train_dot_model(300, predict="change", sigma_data=0.1)
     context, actions, _, row, col = dot_batch(200, gen(1))
     for sign in (-1.0, 1.0):  # the same contexts under both actions: ignoring actions cannot pass
         acts = actions.clone()

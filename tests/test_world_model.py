@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -163,21 +164,25 @@ def dot_batch(n: int, g: torch.Generator):
     return context, act[..., None], image(col + act[:, 1].long()), row, col
 
 
-def test_tiny_model_learns_to_move_a_dot():
+def train_dot_model(steps: int, **config: Any) -> WorldModel:
+    """A tiny model (1-D actions, K=2, ``config`` overriding) trained ``steps`` steps on ``dot_batch``, in eval mode."""
     torch.manual_seed(0)
-    config = WorldModelConfig(action_dim=1, frame_size=S, context=2, block_channels=(8, 16),
-                              time_embed_dim=32, action_embed_dim=32, num_steps=1)
-    model = WorldModel(config)
+    model = WorldModel(WorldModelConfig(**{"action_dim": 1, "frame_size": S, "context": 2, "block_channels": (8, 16),
+                                           "time_embed_dim": 32, "action_embed_dim": 32, "num_steps": 1, **config}))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = gen(0)
-    for _ in range(400):
+    for _ in range(steps):
         context, actions, target, _, _ = dot_batch(32, g)
         with model.autocast_context():
             loss = model.loss(context, actions, target, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
+    return model.eval()
+
+
+def test_tiny_model_learns_to_move_a_dot():
+    model = train_dot_model(400)
 
     context, actions, _, row, col = dot_batch(200, gen(1))
     hits = []

@@ -148,12 +148,11 @@ def _resolve_configs(
         if model_config is not None:
             raise ValueError("a run initialised from another model takes that model's configuration; drop the model config")
         model_config = init_model.config
-    elif model_config is None:
-        model_config = task_config(stores)
     data_config = task_config(stores)
+    if model_config is None:
+        model_config = data_config
     if data_config.multi_task and not model_config.multi_task:  # a multi-task model may train on any of its tasks
-        raise ValueError(f"the data holds {', '.join(data_config.tasks or (str(data_config.env_id),))} but the model is "
-                         f"for {', '.join(model_config.tasks or (str(model_config.env_id),))}")
+        raise ValueError(f"the data holds {', '.join(data_config.tasks)} but the model is for {model_config.env_id}")
     for store in stores:
         spec = store.spec
         if (model_config.frame_size, model_config.frame_size, 3) != tuple(spec.frame_shape):
