@@ -122,7 +122,9 @@ class MPCEpisode:
 
     Made by ``env.reset(seed=seed)`` (with ``goal_steps`` the goal is instead the state the task's expert reaches that
     many steps after the start, ``worldvid.data.policies.expert_goal``); the planner is reset with ``seed``, so the
-    episode is a function of (env, planner, seed). Each decision plans from ``history`` (the last ``context``
+    episode is a function of (env, planner, seed). An env whose reset info carries ``past_frames`` (uint8
+    [P + 1, H, W, 3], the last = the first observation) and ``past_actions`` (float [P, A]) starts the history with
+    them (``worldvid.envs.replayed_goals``). Each decision plans from ``history`` (the last ``context``
     frames and actions) toward ``goal`` with ``shift`` (steps executed since the previous plan); ``execute(plan,
     latency)`` runs its first ``execute`` actions (fewer if the plan is shorter). ``done`` at the time limit (or
     ``max_steps``), at termination, or at the first success when ``stop_on_success``.
@@ -151,6 +153,12 @@ class MPCEpisode:
         self.stop_on_success, self.keep_imagined = stop_on_success, keep_imagined
         self.action_dim = int(np.prod(env.action_space.shape))
         self.history = History.start(observation, context, self.action_dim)
+        if info.get("past_actions") is not None:  # an env that starts inside a recorded episode (ReplayedGoals)
+            past_frames = np.asarray(info["past_frames"])[-context - 1:]
+            self.history = History.start(past_frames[0], context, self.action_dim)
+            past_actions = np.asarray(info["past_actions"])
+            for action, frame in zip(past_actions[len(past_actions) - len(past_frames) + 1:], past_frames[1:]):
+                self.history = self.history.push(action, frame)
         self.frames, self.actions = [observation], []
         self.steps, self.latency, self.calls, self.imagined = [], [], [], []
         self.rewards, self.terms, self.truncs, self.step_success = [], [], [], []

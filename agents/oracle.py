@@ -17,17 +17,20 @@ from worldvid.agents.base import History
 class SimulatorDynamics:
     """Imagination by simulation: each candidate is stepped from a copy of ``env``'s current state and rendered.
 
-    ``env`` is the env the episode runs in (a worldvid task: it needs ``get_sim_state`` / ``set_sim_state``).
+    ``env`` is the env the episode runs in: a worldvid task (``get_sim_state`` / ``set_sim_state``), or an env
+    wrapped by ``worldvid.envs.replayed_goals.ReplayedGoals``, which gives any Gymnasium MuJoCo env the same.
     Candidates are simulated in ``env.unwrapped`` itself (bypassing the time limit) and its exact state is
     restored afterwards, so planning leaves the episode bit-for-bit unchanged. The history is not needed (the
     true state is), but accepted for the common interface. ``calls`` counts batched ``imagine`` calls.
     """
 
     def __init__(self, env: gym.Env) -> None:
-        base = env.unwrapped
-        if not (hasattr(base, "get_sim_state") and hasattr(base, "set_sim_state")):
-            raise ValueError(f"the oracle needs an env with get_sim_state / set_sim_state (a worldvid task), got {env}")
+        base = env if _has_sim_state(env) else env.unwrapped
+        if not _has_sim_state(base):
+            raise ValueError(f"the oracle needs an env with get_sim_state / set_sim_state (a worldvid task, or a "
+                             f"MuJoCo env with goals replayed from episodes), got {env}")
         self.env = base
+        self._task = base is env.unwrapped  # a task steps to its observation; a wrapper simulates, then renders
         self.calls = 0
 
     def reset(self, seed: int) -> None:
@@ -44,7 +47,7 @@ class SimulatorDynamics:
             for n, sequence in enumerate(actions):
                 self.env.set_sim_state(saved)
                 for h, action in enumerate(sequence):
-                    frames[n, h] = self.env.step(action)[0]
+                    frames[n, h] = self._step(action)
         finally:
             self.env.set_sim_state(saved)
         self.calls += 1
@@ -68,3 +71,14 @@ class SimulatorDynamics:
             self.env.set_sim_state(saved)
         self.calls += 1
         return torch.from_numpy(frames)
+
+    def _step(self, action: np.ndarray) -> np.ndarray:
+        """Simulate ``action`` and return the frame it leads to, uint8 [h, w, 3]."""
+        if self._task:
+            return self.env.step(action)[0]
+        self.env.simulate(action)
+        return self.env.render_observation()
+
+
+def _has_sim_state(env: gym.Env) -> bool:
+    return all(hasattr(env, name) for name in ("get_sim_state", "set_sim_state", "simulate", "render_observation"))

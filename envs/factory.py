@@ -22,12 +22,15 @@ MIN_FRAME_SIZE = 8
 GYMNASIUM_CAMERAS: dict[str, dict[str, Any]] = {
     "Reacher-v5": {"distance": 0.6, "elevation": -90.0, "azimuth": 90.0, "lookat": (0.0, 0.0, 0.0)},
     "Pusher-v5": {"distance": 2.0, "elevation": -90.0, "azimuth": 90.0, "lookat": (0.15, -0.4, 0.0)},
+    "Swimmer-v5": {"distance": 4.5, "elevation": -90.0, "azimuth": 90.0, "lookat": (0.0, 0.0, 0.0)},
 }
 """Top-down cameras for Gymnasium MuJoCo ids whose default view wastes a small frame (``default_camera_config``).
 
 Reacher-v5's default camera looks at the arena from afar at an angle: at 32 px the arm is a few dark pixels
 (10% of pixels change in 30 random steps); from straight above at 0.6 m it fills the frame (35%). Pusher-v5's
-default view is 4 m away (3% change); from 2 m above the table, 14%. Used unless the caller passes its own
+default view is 4 m away (3% change); from 2 m above the table, 14%. Swimmer-v5's default camera follows the
+swimmer at a slant across the floor; from 4.5 m straight above the origin the whole body stays in view over
+1,000 random steps (it drifts under 1 m) and 3.7% of pixels change per step. Used unless the caller passes its own
 ``default_camera_config``, ``camera_id`` or ``camera_name``; other ids keep Gymnasium's camera.
 """
 

@@ -33,4 +33,4 @@ class PixelObservation(gym.ObservationWrapper):
         frame = frame[..., :3]
         if frame.shape[:2] != (self.size, self.size):
             frame = np.asarray(Image.fromarray(frame.astype(np.uint8)).resize((self.size, self.size), Image.BOX))
-        return frame.astype(np.uint8, copy=False)
+        return np.ascontiguousarray(frame, dtype=np.uint8)  # MuJoCo's renderer flips rows: a negative stride

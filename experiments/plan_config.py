@@ -49,6 +49,12 @@ class PlanEvalConfig:
     goal_steps: int = 0
     """0: the task's own goals (random reachable ones). N > 0: the goal is the state the task's expert reaches N
     steps after the start (DINO-WM's "N-step goal" set; ``worldvid.data.policies.expert_goal``)."""
+    goal_store: str | None = None
+    """Episode store of the env: goals come from its held-out episodes, the recorded frame ``goal_steps`` after a
+    start state replayed from the same episode (``worldvid.envs.replayed_goals``; for envs without goal images of
+    their own, such as Gymnasium's MuJoCo envs). Needs ``goal_steps``."""
+    goal_tolerance: float = 0.02
+    """With ``goal_store``: success when every body is within this distance (world units) of the goal state."""
     stop_on_success: bool = True
     """End an episode at its first success (success = reached the goal); else success is judged at the end."""
     lockstep: int = 1
@@ -104,6 +110,9 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         raise ValueError("cpus_per_worker and episode_timeout_s must be positive, max_episode_retries >= 0")
     if config.goal_steps < 0:
         raise ValueError(f"goal_steps must be >= 0 (0: the task's own goals), got {config.goal_steps}")
+    if config.goal_store is not None and (config.goal_steps < 1 or not config.goal_tolerance > 0):
+        raise ValueError(f"goal_store needs goal_steps >= 1 (how far ahead the goal frame is) and a positive "
+                         f"goal_tolerance, got {config.goal_steps} and {config.goal_tolerance}")
     if config.needs_model and config.model is None:
         raise ValueError(f"planner {config.planner!r} without --oracle imagines with a world model: pass a model")
     resolve_device(config.device)  # e.g. 'cuda' on a machine without it
@@ -119,11 +128,11 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
                 {"frame_size": config.size, "action_dim": action_dim, "env_id": canonical_env_id(config.env_id)})
             size = model.config.frame_size
         size = size or DEFAULT_SIZE
-        if size != env.observation_space.shape[0]:
-            env.close()
-            env = make_pixel_env(config.env_id, size)
+        env.close()
+        env = None
+        env = make_plan_env(config, size)  # at the frame size the model fixes, with replayed goals if asked
         observation, info = env.reset(seed=config.seed)
-        if config.goal_steps:
+        if config.goal_steps and config.goal_store is None:
             from worldvid.data.policies import expert_goal
 
             info = expert_goal(env, config.goal_steps, config.seed)  # e.g. a task without an expert
@@ -138,5 +147,36 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
         if config.oracle:
             SimulatorDynamics(env)  # raises for envs without state copy
     finally:
-        env.close()
+        if env is not None:
+            env.close()
     return size, (model if config.needs_model else None)
+
+
+def make_plan_env(config: PlanEvalConfig, size: int) -> Any:
+    """The env episodes run in: ``config.env_id`` at ``size`` px; with ``config.goal_store``, made as that store's
+    episodes were (its ``env_kwargs``) and wrapped in ``ReplayedGoals`` over the store's held-out episodes (the
+    last 10%, as ``worldvid train`` holds them out). ValueError for a store of another env."""
+    from worldvid.envs.factory import canonical_env_id, make_pixel_env
+
+    if config.goal_store is None:
+        return make_pixel_env(config.env_id, size)
+    from worldvid.data.dataset import split_episodes
+    from worldvid.data.store import EpisodeStore
+    from worldvid.envs.replayed_goals import GoalSource, ReplayedGoals
+
+    store = EpisodeStore(config.goal_store)
+    try:
+        if store.spec.env_id != canonical_env_id(config.env_id):
+            raise ValueError(f"goal store {config.goal_store} holds {store.spec.env_id} episodes, not {config.env_id}")
+        sources = []
+        for index in split_episodes(store)[1]:
+            episode = store.read_episode(index)
+            sources.append(GoalSource(episode.seed, episode.actions, episode.frames))
+        env_kwargs = dict(store.spec.env_kwargs)
+    finally:
+        store.close()
+    if sources[0].frames.shape[1] != size:
+        raise ValueError(f"goal store {config.goal_store} has {sources[0].frames.shape[1]} px frames, planning "
+                         f"runs at {size} px")
+    return ReplayedGoals(make_pixel_env(config.env_id, size, **env_kwargs), sources, config.goal_steps,
+                         config.goal_tolerance, config.max_steps)

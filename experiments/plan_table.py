@@ -45,7 +45,14 @@ def config_columns(config: PlanEvalConfig) -> dict[str, str]:
         model = f"cost {cost_model}" if model == "-" else f"{model}, cost {cost_model}"
     return {"budget": budget_label(config), "model_name": model,
             "seeds": f"{config.seed}-{config.seed + config.episodes - 1}",
-            "goals": f"expert {config.goal_steps}-step" if config.goal_steps else "task"}
+            "goals": goals_label(config)}
+
+
+def goals_label(config: PlanEvalConfig) -> str:
+    """Where the goals came from, e.g. 'task', 'expert 25-step', 'held-out 10-step (reacher_v5_32, tol 0.02)'."""
+    if config.goal_store:
+        return f"held-out {config.goal_steps}-step ({Path(config.goal_store).name}, tol {config.goal_tolerance:g})"
+    return f"expert {config.goal_steps}-step" if config.goal_steps else "task"
 
 
 TABLE_COLUMNS = (("label", "planner/cost/imagination", "{}"), ("model_name", "model", "{}"), ("goals", "goals", "{}"),

@@ -30,7 +30,7 @@ from worldvid.agents import SimulatorDynamics, WorldModelDynamics, make_planner
 from worldvid.costs import make_cost
 from worldvid.agents.mpc import EpisodeResult, run_lockstep
 from worldvid.device import resolve_device
-from worldvid.experiments.plan_config import PlanEvalConfig
+from worldvid.experiments.plan_config import PlanEvalConfig, make_plan_env
 from worldvid.parallel import bounded_queue, explain, init_ray, reworded, worker_device
 
 
@@ -109,8 +109,6 @@ class EpisodeRunner:
 
     def __init__(self, config: PlanEvalConfig, size: int, model: Any = None, threads: int | None = None,
                  faults: FaultInjection | None = None) -> None:
-        from worldvid.envs.factory import make_pixel_env
-
         if threads is not None:
             torch.set_num_threads(threads)
         self.config, self.size, self.faults = config, size, faults
@@ -120,7 +118,7 @@ class EpisodeRunner:
         self.context = model.config.context if model is not None else 4
         self.cost = None if config.planner == "random" else make_cost(  # shared: costs hold no episode state
             config.cost, config.env_id, cost_model=config.cost_model, device=resolve_device(config.device))
-        self.env = make_pixel_env(config.env_id, size)
+        self.env = make_plan_env(config, size)
         self.planner = self._planner_for(self.env)
         self.slots: list[tuple[Any, Any]] = [(self.env, self.planner)]
 
@@ -145,19 +143,17 @@ class EpisodeRunner:
     def run_batch(self, indices: Sequence[int]) -> list[EpisodeResult]:
         """Episodes ``indices`` (each from seed ``config.seed + index``) planned in lockstep
         (``worldvid.agents.run_lockstep``): their imagination batched, each with its own env and planner."""
-        from worldvid.envs.factory import make_pixel_env
-
         if self.faults is not None:
             for index in indices:
                 self.faults.fire(index)
         while len(self.slots) < len(indices):
-            env = make_pixel_env(self.config.env_id, self.size)
+            env = make_plan_env(self.config, self.size)
             self.slots.append((env, self._planner_for(env)))
         c = self.config
         envs, planners = zip(*self.slots[:len(indices)])
         return run_lockstep(envs, planners, [c.seed + index for index in indices], execute=c.execute,
                             context=self.context, stop_on_success=c.stop_on_success, max_steps=c.max_steps,
-                            goal_steps=c.goal_steps)
+                            goal_steps=0 if c.goal_store else c.goal_steps)
 
     def close(self) -> None:
         """Close every env this worker made."""

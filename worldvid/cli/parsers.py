@@ -55,6 +55,7 @@ COLLECT_HELP = {
     "size": "frame height and width in pixels",
     "seed": "base seed S",
     "episodes_per_shard": "episodes per HDF5 shard file",
+    "max_steps": "end episodes after this many steps (default: the env's own limit; e.g. Swimmer-v5's is 1,000)",
 }
 EVALUATE_HELP = {
     "model": MODEL_HELP,

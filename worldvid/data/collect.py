@@ -120,6 +120,7 @@ def collect(
     size: int = 64,
     seed: int = 0,
     episodes_per_shard: int = 10,
+    max_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     shard_timeout_s: float = 1800.0,
@@ -138,12 +139,16 @@ def collect(
     written before checksums were recorded), sets aside broken ones with a warning line on stderr, and
     collects only what is missing, so the store ends up identical to an uninterrupted collect; a folder
     holding data of another configuration raises ``StoreMismatchError`` and is left untouched.
+    ``max_steps`` ends episodes early (Gymnasium's ``max_episode_steps``); it is kept in the store's
+    ``env_kwargs``, so every consumer that makes the env from the store (evaluate, export) makes the same one.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    env_kwargs = dict(env_kwargs or {})
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    env_kwargs = dict(env_kwargs or {}) | ({"max_episode_steps": max_steps} if max_steps else {})
     make_policy(policy)  # fail on a bad name before any work starts
     policy = default_policy(env_id, size, policy, env_kwargs)
     spec = store_spec(env_id, size, policy, seed, episodes_per_shard, env_kwargs)
