@@ -199,11 +199,6 @@ class PlannerConfig:
     keep_elites: int = 0
     """iCEM: the best ``keep_elites`` candidates of an iteration join the next one with their costs, without
     being imagined again (0: none)."""
-    fine_fraction: float = 0.0
-    """Share of each round's candidates drawn with their std times ``fine_scale``: small corrections (e.g. a
-    sub-pixel push near a goal) beside the large moves the rest still try (0: none)."""
-    fine_scale: float = 0.2
-    """Std factor of the ``fine_fraction`` candidates."""
 
     def population(self, iteration: int) -> int:
         """New candidates drawn (and imagined) in ``iteration`` (0-based)."""
@@ -221,9 +216,6 @@ class PlannerConfig:
         for name in ("init_std", "min_std", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0.0 <= self.fine_fraction <= 1.0 or not self.fine_scale > 0:
-            raise ValueError(f"fine_fraction must be in [0, 1] and fine_scale positive, got {self.fine_fraction!r}, "
-                             f"{self.fine_scale!r}")
         if not 0.0 < self.population_decay <= 1.0:
             raise ValueError(f"population_decay must be in (0, 1], got {self.population_decay!r}")
         if isinstance(self.keep_elites, bool) or not isinstance(self.keep_elites, int) or \
@@ -363,13 +355,8 @@ class SamplingPlanner:
         return eps
 
     def _sample(self, state: SearchState, iteration: int, count: int) -> Tensor:
-        """``count`` candidates float32 [count, H, A] in the action box: Gaussian around (mean, std), clipped; the
-        last ``round(count * fine_fraction)`` with std times ``fine_scale``."""
-        noise = self._noise(count)
-        fine = round(count * self.config.fine_fraction)
-        if fine:
-            noise[count - fine:] *= self.config.fine_scale
-        candidates = state.mean + state.std * noise
+        """``count`` candidates float32 [count, H, A] in the action box: Gaussian around (mean, std), clipped."""
+        candidates = state.mean + state.std * self._noise(count)
         return torch.maximum(torch.minimum(candidates, self.high), self.low)
 
     def _update(self, state: SearchState, candidates: Tensor, costs: Tensor) -> None:

@@ -29,13 +29,11 @@ def aggregate(results: Sequence[EpisodeResult], seconds: float, config: PlanEval
 def budget_label(config: PlanEvalConfig) -> str:
     """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2', and the
     action repeat when there is one, e.g. '32x6x2 r3' (each planned action held 3 steps), and iCEM's population
-    decay and kept elites, e.g. '32x6x2 decay0.5 keep4', and the fine candidates' share and std factor, e.g.
-    ' fine0.25x0.2'."""
+    decay and kept elites, e.g. '32x6x2 decay0.5 keep4'."""
     p = config.planner_config
     repeat = f" r{p.action_repeat}" if p.action_repeat > 1 else ""
     icem = (f" decay{p.population_decay:g}" if p.population_decay < 1 else "") + (f" keep{p.keep_elites}" if p.keep_elites else "")
-    fine = f" fine{p.fine_fraction:g}x{p.fine_scale:g}" if p.fine_fraction else ""
-    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}{icem}{fine}"
+    return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}{icem}"
 
 
 def config_columns(config: PlanEvalConfig) -> dict[str, str]:

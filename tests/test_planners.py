@@ -8,7 +8,6 @@ import torch
 
 from worldvid.agents import (CEMPlanner, History, MPPIPlanner, PlannerConfig, RandomPlanner, RandomShootingPlanner,
                              SimulatorDynamics, WorldModelDynamics, make_planner, run_episode)
-from worldvid.agents.base import SearchState
 from worldvid.costs import BlurCost, make_cost, pixel_cost, reduce_costs, video_cost
 from worldvid.envs.factory import make_pixel_env
 from worldvid.model import WorldModel, WorldModelConfig
@@ -174,22 +173,6 @@ def test_icem_decaying_population_and_kept_elites_imagine_fewer_frames_and_still
     for bad in (dict(population_decay=0.0), dict(population_decay=1.5), dict(keep_elites=-1), dict(keep_elites=65)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PlannerConfig(**{**fixed, **bad})
-
-
-def test_fine_candidates_search_closer_around_the_mean_and_the_default_draws_as_before():
-    config = PlannerConfig(candidates=40, horizon=4, iterations=1, noise_correlation=0.0)
-    fine = PlannerConfig(candidates=40, horizon=4, iterations=1, noise_correlation=0.0, fine_fraction=0.25,
-                         fine_scale=0.1)
-    state = SearchState(torch.zeros(4, 2), torch.full((4, 2), 0.25))  # inside the box [-1, 1]: nothing clipped
-    plain = CEMPlanner(EncodedActions(), quadratic_cost, LOW, HIGH, config, seed=3)._sample(state, 0, 40)
-    mixed = CEMPlanner(EncodedActions(), quadratic_cost, LOW, HIGH, fine, seed=3)._sample(state, 0, 40)
-    np.testing.assert_array_equal(mixed[:30], plain[:30])  # the same draws; only the last 10 are shrunk
-    assert plain.abs().max() < 1.0
-    torch.testing.assert_close(mixed[30:], plain[30:] * 0.1)
-    assert mixed[30:].abs().max() < 0.1 < plain[:30].abs().max()
-    for bad in (dict(fine_fraction=1.5), dict(fine_fraction=-0.1), dict(fine_scale=0.0)):
-        with pytest.raises(ValueError, match="fine_fraction must be in"):
-            PlannerConfig(**bad)
 
 
 def test_planning_is_reproducible_and_warm_start_shifts_the_previous_plan():
