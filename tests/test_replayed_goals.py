@@ -142,3 +142,13 @@ def test_plan_refuses_a_goal_store_without_goal_steps_or_of_another_env(reacher_
     with pytest.raises(ValueError, match="holds .* episodes, not Reacher-v5"):
         validate(PlanEvalConfig(env_id="Reacher-v5", goal_store=str(store_dir), goal_steps=3, oracle=True,
                                 cost="pixel", size=16))
+
+
+def test_table_rows_say_where_the_goals_came_from_and_how_a_video_was_scored(reacher_store):
+    from worldvid.experiments.plan_table import config_columns
+
+    config = PlanEvalConfig(env_id="Reacher-v5", goal_store=str(reacher_store), goal_steps=10,
+                            planner_config=PlannerConfig(reduce="mean"))
+    columns = config_columns(config)
+    assert columns["goals"] == "held-out 10-step (store, tol 0.02)" and columns["budget"] == "32x6x2 mean"
+    assert config_columns(PlanEvalConfig(env_id="Reacher-v5"))["budget"] == "32x6x2"  # 'final' is not named
