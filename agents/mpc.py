@@ -15,6 +15,7 @@ from worldvid.agents.base import History, Plan
 from worldvid.agents.lockstep import plan_together, search_of
 from worldvid.data.episode import Episode
 from worldvid.data.policies import expert_goal
+from worldvid.windows import past_window
 
 
 class PlanningAgent(Protocol):
@@ -152,13 +153,11 @@ class MPCEpisode:
         self.env, self.planner, self.seed, self.execute_count = env, planner, int(seed), execute
         self.stop_on_success, self.keep_imagined = stop_on_success, keep_imagined
         self.action_dim = int(np.prod(env.action_space.shape))
-        self.history = History.start(observation, context, self.action_dim)
         if info.get("past_actions") is not None:  # an env that starts inside a recorded episode (ReplayedGoals)
-            past_frames = np.asarray(info["past_frames"])[-context - 1:]
-            self.history = History.start(past_frames[0], context, self.action_dim)
-            past_actions = np.asarray(info["past_actions"])
-            for action, frame in zip(past_actions[len(past_actions) - len(past_frames) + 1:], past_frames[1:]):
-                self.history = self.history.push(action, frame)
+            past_frames = np.asarray(info["past_frames"])
+            self.history = History(*past_window(past_frames, info["past_actions"], len(past_frames) - 1, context))
+        else:
+            self.history = History.start(observation, context, self.action_dim)
         self.frames, self.actions = [observation], []
         self.steps, self.latency, self.calls, self.imagined = [], [], [], []
         self.rewards, self.terms, self.truncs, self.step_success = [], [], [], []

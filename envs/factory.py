@@ -102,3 +102,15 @@ def is_mujoco_env(env: gym.Env) -> bool:
     from gymnasium.envs.mujoco import MujocoEnv
 
     return isinstance(env.unwrapped, MujocoEnv)
+
+
+def sim_state_io(env: Any) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
+    """(save, restore) of the simulator state of ``env`` (a wrapped env): worldvid's tasks through their
+    ``get_sim_state``/``set_sim_state``, any other Gymnasium MuJoCo env through a copy of its qpos/qvel and
+    ``set_state``; None for an env that is neither."""
+    task = env.unwrapped
+    if hasattr(task, "get_sim_state") and hasattr(task, "set_sim_state"):
+        return task.get_sim_state, task.set_sim_state
+    if is_mujoco_env(env):
+        return (lambda: (task.data.qpos.copy(), task.data.qvel.copy())), (lambda state: task.set_state(*state))
+    return None

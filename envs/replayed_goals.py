@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
+from worldvid.envs.factory import sim_state_io
 from worldvid.envs.goal_conditioned import success_info
 
 REPLAY_TOLERANCE = 1.0
@@ -50,9 +51,10 @@ class ReplayedGoals(gym.Wrapper):
     def __init__(self, env: gym.Env, sources: Sequence[GoalSource], goal_steps: int = 10,
                  tolerance: float = 0.02, max_steps: int | None = None) -> None:
         super().__init__(env)
-        base = env.unwrapped
-        if not (hasattr(base, "set_state") and hasattr(base, "data")):
+        io = sim_state_io(env)
+        if io is None or not hasattr(env.unwrapped, "data"):
             raise ValueError(f"goals replayed from episodes need a Gymnasium MuJoCo env (set_state), got {env}")
+        self._save_state, self._restore_state = io
         if goal_steps < 1 or not tolerance > 0 or (max_steps is not None and max_steps < 1):
             raise ValueError(f"goal_steps and max_steps must be >= 1 and tolerance > 0, got {goal_steps}, "
                              f"{max_steps}, {tolerance}")
@@ -66,14 +68,13 @@ class ReplayedGoals(gym.Wrapper):
         self._t = 0
 
     # --- the simulator state, as the oracle reads and writes it -----------------------------------------------
-    def get_sim_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """(qpos, qvel) copies."""
-        data = self.env.unwrapped.data
-        return data.qpos.copy(), data.qvel.copy()
+    def get_sim_state(self) -> Any:
+        """A copy of the simulator state (``worldvid.envs.factory.sim_state_io``: qpos and qvel)."""
+        return self._save_state()
 
-    def set_sim_state(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+    def set_sim_state(self, state: Any) -> None:
         """Restore a ``get_sim_state()``."""
-        self.env.unwrapped.set_state(*state)
+        self._restore_state(state)
 
     def simulate(self, action: np.ndarray) -> None:
         """One step of the inner env's physics, outside its time limit and without rendering."""

@@ -4,13 +4,13 @@ and an action-controllability check on the true simulator (worldvid's tasks and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from worldvid.data.store import EpisodeStore
-from worldvid.envs.factory import is_mujoco_env, make_pixel_env
+from worldvid.envs.factory import make_pixel_env, sim_state_io
 from worldvid.keypoints import task_has_heading, task_objects
 from worldvid.metrics import heading_error, moving_mask, moving_part_error, object_position_error, psnr, ssim
 from worldvid.model import WorldModel
@@ -145,18 +145,6 @@ def evaluate_open_loop(
         "model": frame_scores(imagined, windows, colors, goal_index, heading),
         "copy_last_frame": frame_scores(copy, windows, colors, goal_index, heading),
     }
-
-
-def sim_state_io(env: Any) -> tuple[Callable[[], Any], Callable[[Any], None]] | None:
-    """(save, restore) of the simulator state of ``env`` (a wrapped env): worldvid's tasks through their
-    ``get_sim_state``/``set_sim_state``, any other Gymnasium MuJoCo env through a copy of its qpos/qvel and
-    ``set_state``; None for an env that is neither."""
-    task = env.unwrapped
-    if hasattr(task, "get_sim_state") and hasattr(task, "set_sim_state"):
-        return task.get_sim_state, task.set_sim_state
-    if is_mujoco_env(env):
-        return (lambda: (task.data.qpos.copy(), task.data.qvel.copy())), (lambda state: task.set_state(*state))
-    return None
 
 
 def controllability(
