@@ -128,9 +128,10 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
                 {"frame_size": config.size, "action_dim": action_dim, "env_id": canonical_env_id(config.env_id)})
             size = model.config.frame_size
         size = size or DEFAULT_SIZE
-        env.close()
-        env = None
-        env = make_plan_env(config, size)  # at the frame size the model fixes, with replayed goals if asked
+        if size != env.observation_space.shape[0] or config.goal_store is not None:
+            env.close()
+            env = None
+            env = make_plan_env(config, size)  # at the frame size the model fixes, with replayed goals if asked
         observation, info = env.reset(seed=config.seed)
         if config.goal_steps and config.goal_store is None:
             from worldvid.data.policies import expert_goal
