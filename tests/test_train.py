@@ -160,3 +160,17 @@ def test_fine_tuning_starts_from_another_runs_weights(store_dir, tmp_path):
     assert max(float((scratch[k] - start[k]).abs().max()) for k in start) > 1e-2
     with pytest.raises(ValueError, match="takes that model's configuration"):
         train(store_dir, tmp_path / "r", fast(1), tiny_config(), init_from=base, progress=False)
+
+
+def test_autocast_by_default_only_where_bf16_is_native(store_dir, tmp_path):
+    """``TrainConfig.autocast`` None trains exactly as the explicit setting ``native_bf16`` picks for the CPU (bf16
+    emulated on a CPU without AVX512-BF16/AMX made a step 10x slower), and the other setting trains otherwise."""
+    from worldvid.device import native_bf16
+
+    native = native_bf16("cpu")
+    weights = {}
+    for name, autocast in (("auto", None), ("same", native), ("other", not native)):
+        train(store_dir, tmp_path / name, fast(2, autocast=autocast), tiny_config(), progress=False)
+        weights[name] = WorldModel.from_pretrained(tmp_path / name / "model").state_dict()
+    assert all(torch.equal(weights["auto"][k], weights["same"][k]) for k in weights["auto"])
+    assert not all(torch.equal(weights["auto"][k], weights["other"][k]) for k in weights["auto"])

@@ -45,3 +45,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device {str(device)!r} asked for but this machine has "
                          f"{torch.cuda.device_count()} CUDA device(s)")
     return resolved
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively, so bf16 autocast pays off there: CUDA devices that support it;
+    CPUs with AVX512-BF16 or AMX (oneDNN's check). Elsewhere bf16 is emulated: a training step of the default
+    32x32 world model took 3.7 s under bf16 autocast against 0.36 s in fp32 on a 2-core AVX2 CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from worldvid.checkpoint import load_states, load_training_state, rng_states, save_training_state
 from worldvid.data.dataset import FrameWindowDataset, split_episodes
 from worldvid.data.store import EpisodeStore
-from worldvid.device import resolve_device
+from worldvid.device import native_bf16, resolve_device
 from worldvid.evaluate import Windows
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
@@ -72,8 +72,10 @@ class TrainConfig:
     """Share of episodes (the last ones) never trained on, for evaluation."""
     num_workers: int = 0
     """DataLoader worker processes (0: read in the training process)."""
-    autocast: bool = True
-    """bf16 autocast (CPU and CUDA): measured 1.4-2x faster for these small UNets on this CPU."""
+    autocast: bool | None = None
+    """bf16 autocast: None = where the device computes bf16 natively (``worldvid.device.native_bf16``: CUDA with
+    bf16, CPUs with AVX512-BF16 or AMX, where it made these small UNets' training 1.4-2x faster); elsewhere fp32
+    (bf16 emulated on a 2-core AVX2 CPU made a training step 10x slower)."""
     data_weights: tuple[float, ...] | None = None
     """With several episode stores: the share of each batch drawn from each (normalised); None: every window
     equally likely, whatever store it is in."""
@@ -334,7 +336,8 @@ def train_loop(plan: RunPlan, state: dict[str, Any], loader: torch.utils.data.Da
 
     if not plan.resume:  # (not a file check: every rank must take the same decision, as each checkpoint is collective)
         checkpoint()  # a resumable starting point exists from the first moment
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_config.autocast)
+    use_bf16 = native_bf16(device) if train_config.autocast is None else train_config.autocast
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not (progress and lead))
     window_loss, window_start, started = [], time.perf_counter(), time.perf_counter()
     model.train()

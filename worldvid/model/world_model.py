@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from worldvid.device import native_bf16
 from worldvid.envs.factory import canonical_env_id
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
@@ -31,7 +32,7 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "WorldModel", "frames_to_model", "mode
 # torch 2.13: bf16 autocast made 1-step Euler prediction 1.6x faster (67 vs 108 ms), 3 steps 1.9x
 # (192 vs 360 ms) and a training step 1.5x (204 vs 311 ms); channels_last was no faster in fp32 and
 # slower under bf16 (89 vs 67 ms). At batch 1 bf16 costs ~10% (22 vs 20 ms for 3 steps): overhead-bound.
-# CPUs without native bf16 are much slower under it, so "auto" checks for it (``_cpu_has_native_bf16``).
+# CPUs without native bf16 are much slower under it, so "auto" checks for it (``worldvid.device.native_bf16``).
 CPU_AUTOCAST_DEFAULT = True
 CHANNELS_LAST_DEFAULT = False
 
@@ -96,7 +97,7 @@ class WorldModel(nn.Module):
         elif device.type == "cpu":
             dtype = torch.bfloat16
             if enabled is None:
-                enabled = CPU_AUTOCAST_DEFAULT and _cpu_has_native_bf16()
+                enabled = CPU_AUTOCAST_DEFAULT and native_bf16(device)
         else:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled))
@@ -390,9 +391,3 @@ def _broadcast_batch(*named: tuple[str, Tensor]) -> tuple[Tensor, ...]:
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
