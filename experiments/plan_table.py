@@ -39,9 +39,11 @@ def budget_label(config: PlanEvalConfig) -> str:
 
 
 def config_columns(config: PlanEvalConfig) -> dict[str, str]:
-    """The table columns that say what was run: budget, world model (the last two parts of its path, '-' for the
-    oracle and random; a learned cost's run folder too) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'runs/push32s', 'seeds': '0-29'}."""
+    """The table columns that say what was run: budget, world model (the last two parts of its path and '(compiled)' with
+    ``compile``, '-' for the oracle and random; a learned cost's run folder too) and the seeds, e.g. {'budget': '32x6x2', 'model_name': 'runs/push32s', 'seeds': '0-29'}."""
     model = "/".join(Path(config.model).parts[-2:]) if config.needs_model and config.model else "-"
+    if config.compile and model != "-":
+        model += " (compiled)"  # same imagination up to rounding, faster decisions
     if config.cost == "learned" and config.cost_model and config.planner != "random":
         cost_model = "/".join(Path(config.cost_model).parts[-2:])
         model = f"cost {cost_model}" if model == "-" else f"{model}, cost {cost_model}"

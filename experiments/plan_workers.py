@@ -31,6 +31,7 @@ from worldvid.costs import make_cost
 from worldvid.agents.mpc import EpisodeResult, run_lockstep
 from worldvid.device import resolve_device
 from worldvid.experiments.plan_config import PlanEvalConfig, make_plan_env
+from worldvid.model.compiled import compile_denoiser
 from worldvid.parallel import bounded_queue, explain, init_ray, reworded, worker_device
 
 
@@ -114,6 +115,8 @@ class EpisodeRunner:
         self.config, self.size, self.faults = config, size, faults
         if model is not None:
             model = model.to(resolve_device(config.device))  # validate loaded it on the CPU
+            if config.compile:
+                compile_denoiser(model)
         self.model = model
         self.context = model.config.context if model is not None else 4
         self.cost = None if config.planner == "random" else make_cost(  # shared: costs hold no episode state

@@ -1,0 +1,58 @@
+"""The denoiser compiled by torch.compile: same weights, same imagined frames; ``plan --compile`` compiles it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from conftest import tiny_config
+from worldvid.model import WorldModel
+from worldvid.model.compiled import compile_denoiser, is_compiled
+
+
+def test_compiling_keeps_the_weights_and_can_be_undone(tmp_path):
+    model = WorldModel(tiny_config()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not is_compiled(model)
+    assert compile_denoiser(model) is model and is_compiled(model)  # lazy: nothing compiles before the first call
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    model.save_pretrained(tmp_path / "model")  # a compiled model saves the plain folder
+    assert not is_compiled(WorldModel.from_pretrained(tmp_path / "model"))
+    compile_denoiser(model, enabled=False)
+    assert not is_compiled(model)
+
+
+def test_the_plan_runner_compiles_only_when_asked(tmp_path):
+    from worldvid.experiments.plan_config import PlanEvalConfig, validate
+    from worldvid.experiments.plan_table import config_columns
+    from worldvid.experiments.plan_workers import EpisodeRunner
+
+    WorldModel(tiny_config()).save_pretrained(tmp_path / "model")
+    for compile_flag in (False, True):
+        run = PlanEvalConfig(env_id="worldvid/PointReach-v0", model=str(tmp_path / "model"), compile=compile_flag,
+                             device="cpu")
+        runner = EpisodeRunner(run, *validate(run))
+        try:
+            assert is_compiled(runner.model) == compile_flag
+        finally:
+            runner.close()
+    columns = config_columns(run)
+    assert columns["model_name"] == f"{tmp_path.name}/model (compiled)"
+    assert config_columns(replace(run, compile=False))["model_name"] == f"{tmp_path.name}/model"
+
+
+def test_compiled_imagination_equals_the_eager_one(one_torch_thread):
+    """Inductor on this device (CPU here, CUDA where present): the rollout of a tiny model, 2 Euler steps per frame,
+    is the eager one up to one grey level (fused kernels round differently)."""
+    torch.manual_seed(0)
+    model = WorldModel(tiny_config()).eval()
+    k = model.config.context
+    context = torch.randint(0, 256, (4, k, 16, 16, 3), dtype=torch.uint8)
+    past, actions = torch.zeros(4, k, 2), torch.rand(4, 3, 2) * 2 - 1
+    eager = model.rollout(context, past, actions, generator=torch.Generator().manual_seed(1), num_steps=2)
+    compile_denoiser(model)
+    compiled = model.rollout(context, past, actions, generator=torch.Generator().manual_seed(1), num_steps=2)
+    assert compiled.shape == eager.shape == (4, 3, 16, 16, 3)
+    assert (compiled.int() - eager.int()).abs().max() <= 1
