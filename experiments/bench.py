@@ -2,11 +2,12 @@
 
 Each section returns a flat dict of figures; ``run_bench`` prints them as a table and writes JSON.
 Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16, at this process's thread count and with 1 and 2 threads),
-``model`` (denoiser GFLOP/s and its fraction of the peak at batch 32 and 64, imagined frames/s at batch 1 and 64),
+``model`` (denoiser GFLOP/s and its fraction of the peak at batch 32 and 64, eager and compiled, imagined frames/s at
+batch 1 and 64),
 ``sim`` (true-simulator frames/s), ``train`` (training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector
 of 16), ``memory`` (peak RSS of training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at
-the default budget), ``floor`` (the FLOPs of one CEM decision, its floor at the bf16 matmul peak and its latency
-with 1 and 2 threads) and ``eval`` (evaluation episodes/s with 1 and 2 Ray workers); ``plan`` and ``eval`` live in
+the default budget), ``floor`` (the FLOPs of one CEM decision, its floor at the matmul peak of the precision the model runs in and
+its latency with 1 and 2 threads, eager and compiled) and ``eval`` (evaluation episodes/s with 1 and 2 Ray workers); ``plan`` and ``eval`` live in
 ``experiments.bench_plan``, ``floor`` in ``experiments.bench_floor``, where each docstring names its keys.
 The sections that run a model (``DEVICE_SECTIONS``) run it on ``run_bench``'s device; ``peak``, ``sim`` and
 ``memory`` (host RSS) are CPU figures wherever the model runs.
@@ -29,13 +30,15 @@ import numpy as np
 import torch
 
 from worldvid.atomic import write_json_atomic
-from worldvid.device import resolve_device
+from worldvid.device import native_bf16, resolve_device
 from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.model.compiled import compile_denoiser
 
 
 def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
-                  device: torch.device | None = None) -> float:
-    """Fastest wall time of ``repeats`` calls after ``warmup`` calls (the least disturbed measurement).
+                  device: torch.device | None = None, budget_s: float | None = None) -> float:
+    """Fastest wall time of ``repeats`` calls after ``warmup`` calls (the least disturbed measurement); fewer (at
+    least one) once the timed calls have taken ``budget_s`` seconds (e.g. bf16 on a CPU that emulates it).
 
     On a CUDA ``device`` each call is timed until the GPU has finished it, not only until it was queued."""
     def call() -> None:
@@ -50,13 +53,15 @@ def _best_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
+        if budget_s is not None and sum(times) > budget_s:
+            break
     return min(times)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
     """GFLOP/s of an n x n x n matmul in ``dtype`` on the CPU (2 n^3 flops), at the current torch thread count."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
+    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats, budget_s=5.0) / 1e9
 
 
 @contextmanager
@@ -99,13 +104,15 @@ def denoiser_flops(model: WorldModel, batch: int) -> int:
 
 
 def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...] = (1, 64), peak: dict[str, float] | None = None,
-                device: str | torch.device | None = None, denoiser_batches: tuple[int, ...] = (32, 64)) -> dict[str, float]:
+                device: str | torch.device | None = None, denoiser_batches: tuple[int, ...] = (32, 64),
+                compiled: bool = True) -> dict[str, float]:
     """Imagined frames/s at each of ``batches`` and denoiser GFLOP/s at each of ``denoiser_batches`` (32: the
     planner's default candidates), on ``device`` (None: CUDA when present, else CPU), at this process's thread count.
 
     On the CPU, given ``peak`` (``bench_peak``'s figures), also the fraction of the matmul peak of the precision the
     denoiser runs in (bf16 under autocast): ``denoiser_fraction_of_peak_b<B>`` per batch, and
-    ``denoiser_fraction_of_peak`` for the largest batch (the key earlier runs reported).
+    ``denoiser_fraction_of_peak`` for the largest batch (the key earlier runs reported). With ``compiled``, the same
+    denoiser figures of the denoiser compiled (``worldvid.model.compiled``), keys with ``compiled_`` before ``b<B>``.
     """
     config = config or WorldModelConfig(action_dim=2)
     device = resolve_device(device)
@@ -117,22 +124,27 @@ def bench_model(config: WorldModelConfig | None = None, batches: tuple[int, ...]
         actions = np.zeros((batch, c.context, c.action_dim), np.float32)
         seconds = _best_seconds(lambda: model.predict_next(context, actions), repeats=3, device=device)
         out[f"imagined_frames_per_s_b{batch}"] = batch / seconds
-    precision = "bf16" if _autocast_enabled(model) else "fp32"
+    precision = "bf16" if autocast_enabled(model) else "fp32"
     with_peak = bool(peak) and device.type == "cpu"  # the peak is the CPU's matmul peak
     if with_peak:
         out["denoiser_precision_is_bf16"] = float(precision == "bf16")
-    for batch in denoiser_batches:
-        gflops = denoiser_gflops(model, batch)
-        out[f"denoiser_gflops_b{batch}"] = gflops
-        if with_peak:
-            out[f"denoiser_fraction_of_peak_b{batch}"] = gflops / peak[f"matmul_gflops_{precision}"]
+    flops = {batch: denoiser_flops(model, batch) for batch in denoiser_batches}  # counted eager, as compiled
+    for mode in ("", "compiled_")[:1 + compiled]:
+        if mode:
+            compile_denoiser(model)
+        for batch in denoiser_batches:
+            gflops = denoiser_gflops(model, batch, flops[batch])
+            out[f"denoiser_gflops_{mode}b{batch}"] = gflops
+            if with_peak:
+                out[f"denoiser_fraction_of_peak_{mode}b{batch}"] = gflops / peak[f"matmul_gflops_{precision}"]
     if with_peak:
         out["denoiser_fraction_of_peak"] = out[f"denoiser_fraction_of_peak_b{max(denoiser_batches)}"]
     return out
 
 
-def denoiser_gflops(model: WorldModel, batch: int) -> float:
-    """Achieved GFLOP/s of one denoiser call on ``batch`` random frames, under the model's autocast, on its device."""
+def denoiser_gflops(model: WorldModel, batch: int, flops: int | None = None) -> float:
+    """Achieved GFLOP/s of one denoiser call on ``batch`` random frames, under the model's autocast, on its device
+    (``flops``: the call's, when already counted by ``denoiser_flops``)."""
     c, device = model.config, model.device
     x = torch.randn(batch, c.channels, c.frame_size, c.frame_size, device=device)
     ctx = torch.randn(batch, c.context, c.channels, c.frame_size, c.frame_size, device=device)
@@ -143,10 +155,12 @@ def denoiser_gflops(model: WorldModel, batch: int) -> float:
         with torch.inference_mode(), model.autocast_context():
             model.denoiser(x, sigma, ctx, act)
 
-    return denoiser_flops(model, batch) / _best_seconds(call, device=device) / 1e9
+    flops = denoiser_flops(model, batch) if flops is None else flops
+    return flops / _best_seconds(call, device=device) / 1e9
 
 
-def _autocast_enabled(model: WorldModel) -> bool:
+def autocast_enabled(model: WorldModel) -> bool:
+    """Whether ``model`` runs its network under bf16 autocast here (on CPUs without native bf16 it runs fp32)."""
     return not isinstance(model.autocast_context(), nullcontext)
 
 
@@ -170,7 +184,7 @@ def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int
 
 def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: int = 10,
                 device: str | torch.device | None = None) -> dict[str, float]:
-    """Training samples/s (forward + backward + AdamW step, bf16 autocast) on random windows, on ``device``
+    """Training samples/s (forward + backward + AdamW step, bf16 autocast where ``train`` uses it) on random windows, on ``device``
     (None: CUDA when present, else CPU)."""
     config = config or WorldModelConfig(action_dim=2)
     c = config
@@ -182,7 +196,7 @@ def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: 
     actions = torch.zeros(batch, c.context, c.action_dim, device=device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):  # as train() does
             loss = model.loss(context, actions, target)
         opt.zero_grad()
         loss.backward()
@@ -263,7 +277,7 @@ def train_peak_rss(data: str, episodes: int, steps: int, run: str) -> float:
     for _ in range(steps):
         idx = torch.randint(len(dataset), (32,), generator=g).tolist()
         batch = torch.utils.data.default_collate([dataset[i] for i in idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16("cpu")):
             loss = model.loss(batch["context"], batch["context_actions"], batch["target"])
         opt.zero_grad()
         loss.backward()

@@ -1,7 +1,8 @@
 """Bench section ``floor``: how far one planner decision is from the matmul floor, per torch thread count.
 
-The floor of a decision is the time its imagination would take at the bf16 matmul peak: decision FLOPs / the bf16
-peak measured with the same number of torch threads as the decision. Decision FLOPs are counted by torch's
+The floor of a decision is the time its imagination would take at the matmul peak of the precision the model runs
+in (bf16 under autocast, on CPUs with native bf16; else fp32): decision FLOPs / that peak measured with the same
+number of torch threads as the decision. Decision FLOPs are counted by torch's
 ``FlopCounterMode`` (as ``bench.denoiser_flops`` counts the denoiser) around one imagination call of the planner's
 own dynamics per iteration, on the batch that iteration imagines (``candidates`` sequences of ``horizon x
 action_repeat`` actions, fewer with iCEM's ``population_decay``: that many frames, each ``num_steps`` denoiser calls at
@@ -9,7 +10,8 @@ that batch).
 
 The latency is that of CEM with the keypoint cost at the budget given (default ``PlannerConfig()``, one Euler step as
 ``PlanEvalConfig``), built and run by ``plan_workers.EpisodeRunner`` exactly as one evaluation worker runs it: one
-short episode per thread count, the first ``warmup`` decisions discarded, the median of the next ``decisions``.
+short episode per thread count, the first ``warmup`` decisions discarded, the median of the next ``decisions``; then
+the same with the denoiser compiled (``worldvid.model.compiled``), side by side in the same process.
 Without a trained run the default 32x32 world model with fresh weights is used (imagination costs the same whatever
 the weights).
 """
@@ -17,16 +19,18 @@ the weights).
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
 
 from worldvid.agents import History, PlannerConfig
 from worldvid.device import resolve_device
-from worldvid.experiments.bench import matmul_peak, torch_threads
+from worldvid.experiments.bench import autocast_enabled, matmul_peak, torch_threads
 from worldvid.experiments.bench_plan import BENCH_ENV, model_folder
 from worldvid.experiments.plan_config import PlanEvalConfig, validate
 from worldvid.experiments.plan_workers import EpisodeRunner
+from worldvid.model.compiled import compile_denoiser
 
 
 def decision_flops(runner: EpisodeRunner) -> int:
@@ -62,18 +66,23 @@ def decision_latencies(runner: EpisodeRunner, threads: int, warmup: int) -> np.n
 
 def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, threads: tuple[int, ...] = (1, 2),
                 decisions: int = 5, warmup: int = 2, planner_config: PlannerConfig | None = None,
-                peak: dict[str, float] | None = None, device: str | None = None) -> dict[str, float]:
+                peak: dict[str, float] | None = None, device: str | None = None,
+                compiled: bool = True) -> dict[str, float]:
     """One CEM decision (keypoint cost) against its matmul floor, with each thread count of ``threads``; the model (a
     run or model folder; None: the default 32x32 config, fresh weights) on ``device`` (None: CUDA when present, else
     CPU). The torch thread count is restored afterwards.
 
-    peak: ``bench_peak``'s figures; a missing ``matmul_gflops_bf16_<T>_threads`` is measured here.
+    peak: ``bench_peak``'s figures; a missing ``matmul_gflops_<precision>_<T>_threads`` is measured here.
+    compiled: also time the decision with the denoiser compiled (after the eager figures).
     Keys: ``decision_frames`` (the frames one decision imagines, ``PlannerConfig.imagined_per_decision``: candidates x
     horizon x action_repeat x iterations at a fixed population),
     ``decision_denoise_steps`` (Euler steps per frame), ``decision_gflop`` (GFLOP of one decision's imagination),
     ``decision_gflop_per_frame``; per thread count T: ``decision_s_cem_<T>_threads`` (median seconds per decision),
-    and on the CPU ``decision_floor_s_<T>_threads`` (decision_gflop / matmul_gflops_bf16_<T>_threads) and
-    ``decision_vs_floor_<T>_threads`` (latency / floor). On CUDA there is no floor: the peaks are the CPU's.
+    and on the CPU ``decision_floor_s_<T>_threads`` (decision_gflop / matmul_gflops_<precision>_<T>_threads) and
+    ``decision_vs_floor_<T>_threads`` (latency / floor); ``decision_precision_is_bf16`` (1: the floor is the bf16
+    peak's, 0: fp32's). With ``compiled``: ``decision_compile_episode_s`` (a short episode whose first decision
+    compiles: the one-time cost, smaller from inductor's disk cache), ``decision_s_cem_compiled_<T>_threads`` and
+    on the CPU ``decision_vs_floor_compiled_<T>_threads``. On CUDA there is no floor: the peaks are the CPU's.
     """
     config = planner_config or PlannerConfig()
     out: dict[str, float] = {}
@@ -87,18 +96,29 @@ def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV,
             gflop = decision_flops(runner) / 1e9
             out.update(decision_frames=float(frames), decision_gflop=gflop, decision_gflop_per_frame=gflop / frames,
                        decision_denoise_steps=float(run.num_steps or loaded.config.num_steps))
+            precision = "bf16" if autocast_enabled(runner.model) else "fp32"
+            out["decision_precision_is_bf16"] = float(precision == "bf16")
             for t in threads:
                 out[f"decision_s_cem_{t}_threads"] = float(np.median(decision_latencies(runner, t, warmup)))
+            if compiled:
+                compile_denoiser(runner.model)
+                start = time.perf_counter()
+                decision_latencies(runner, max(threads), 0)  # one short episode: its first decision compiles
+                out["decision_compile_episode_s"] = time.perf_counter() - start
+                for t in threads:
+                    out[f"decision_s_cem_compiled_{t}_threads"] = float(
+                        np.median(decision_latencies(runner, t, warmup)))
         finally:
             runner.close()
     if resolve_device(device).type != "cpu":
         return out
     for t in threads:
-        key = f"matmul_gflops_bf16_{t}_threads"
+        key = f"matmul_gflops_{precision}_{t}_threads"
         if peak is None or key not in peak:
             with torch_threads(t):
-                out[key] = matmul_peak(torch.bfloat16)
+                out[key] = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
         floor = gflop / (out[key] if key in out else peak[key])
         out[f"decision_floor_s_{t}_threads"] = floor
-        out[f"decision_vs_floor_{t}_threads"] = out[f"decision_s_cem_{t}_threads"] / floor
+        for mode in ("", "compiled_")[:1 + compiled]:
+            out[f"decision_vs_floor_{mode}{t}_threads"] = out[f"decision_s_cem_{mode}{t}_threads"] / floor
     return out

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import tiny_config
 from worldvid.model import WorldModel, WorldModelConfig
 
 
@@ -21,8 +22,7 @@ def odd_threads():
 
 @pytest.fixture
 def tiny_model(tmp_path):
-    config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0")
-    model = WorldModel(config)
+    model = WorldModel(tiny_config())  # the graph tests/test_compiled.py compiles: inductor's cache serves both
     model.save_pretrained(tmp_path / "model")
     return model, tmp_path / "model"
 
@@ -44,29 +44,33 @@ def test_peak_with_each_thread_count_restores_the_count(odd_threads):
 
 def test_decision_flops_floor_and_latency_per_thread_count(tiny_model, odd_threads):
     from worldvid.agents import PlannerConfig
-    from worldvid.experiments.bench import denoiser_flops
+    from worldvid.experiments.bench import autocast_enabled, denoiser_flops
     from worldvid.experiments.bench_floor import bench_floor
 
     model, folder = tiny_model
+    precision = "bf16" if autocast_enabled(model) else "fp32"  # fp32 on CPUs without native bf16
     budget = PlannerConfig(candidates=4, horizon=2, iterations=2, elites=2)
-    peak = {"matmul_gflops_bf16_1_threads": 3.0}  # the 2-thread peak is left for the section to measure
+    peak = {f"matmul_gflops_{precision}_1_threads": 3.0}  # the 2-thread peak is left for the section to measure
     figures = bench_floor(folder, decisions=2, warmup=1, planner_config=budget, peak=peak, device="cpu")
 
     assert torch.get_num_threads() == odd_threads
     positive_finite(figures, ["decision_frames", "decision_gflop", "decision_gflop_per_frame", "decision_denoise_steps",
-                              "matmul_gflops_bf16_2_threads"]
-                    + [f"decision_{k}_{t}_threads" for k in ("s_cem", "floor_s", "vs_floor") for t in (1, 2)])
-    assert "matmul_gflops_bf16_1_threads" not in figures  # given, not measured again
+                              f"matmul_gflops_{precision}_2_threads", "decision_compile_episode_s"]
+                    + [f"decision_{k}_{t}_threads" for k in ("s_cem", "floor_s", "vs_floor", "s_cem_compiled",
+                                                             "vs_floor_compiled") for t in (1, 2)])
+    assert figures["decision_precision_is_bf16"] == float(precision == "bf16")
+    assert f"matmul_gflops_{precision}_1_threads" not in figures  # given, not measured again
     assert figures["decision_frames"] == 4 * 2 * 2 and figures["decision_denoise_steps"] == 1  # PlanEvalConfig's
     # candidates x horizon x iterations frames, each one Euler step of the denoiser at the planner's batch (4)
     per_frame = denoiser_flops(model, 4) / 4 / 1e9
     assert figures["decision_gflop_per_frame"] == pytest.approx(per_frame, rel=1e-9)
     assert figures["decision_gflop"] == pytest.approx(16 * per_frame, rel=1e-9)
-    for t, bf16 in ((1, 3.0), (2, figures["matmul_gflops_bf16_2_threads"])):
+    for t, gflops in ((1, 3.0), (2, figures[f"matmul_gflops_{precision}_2_threads"])):
         floor = figures[f"decision_floor_s_{t}_threads"]
-        assert floor == pytest.approx(figures["decision_gflop"] / bf16, rel=1e-12)
-        assert figures[f"decision_vs_floor_{t}_threads"] == pytest.approx(figures[f"decision_s_cem_{t}_threads"] / floor,
-                                                                          rel=1e-12)
+        assert floor == pytest.approx(figures["decision_gflop"] / gflops, rel=1e-12)
+        for mode in ("", "compiled_"):
+            assert figures[f"decision_vs_floor_{mode}{t}_threads"] == pytest.approx(
+                figures[f"decision_s_cem_{mode}{t}_threads"] / floor, rel=1e-12)
 
 
 def test_decision_flops_follow_a_decaying_population(tiny_model):
@@ -90,11 +94,22 @@ def test_denoiser_share_of_peak_at_each_batch():
     config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), num_steps=1)
     peak = {"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0}
     with torch_threads(1):  # tiny ops with 2 threads crawl on 2 cores shared with another job
-        figures = bench_model(config, batches=(1,), peak=peak, device="cpu", denoiser_batches=(2, 4))
+        figures = bench_model(config, batches=(1,), peak=peak, device="cpu", denoiser_batches=(2, 4), compiled=False)
     positive_finite(figures, ["denoiser_gflops_b2", "denoiser_gflops_b4", "denoiser_fraction_of_peak_b2",
                               "denoiser_fraction_of_peak_b4", "denoiser_fraction_of_peak"])
     assert figures["denoiser_fraction_of_peak"] == figures["denoiser_fraction_of_peak_b4"]  # the largest batch
     assert figures["denoiser_fraction_of_peak_b2"] == figures["denoiser_gflops_b2"]  # a peak of 1 GFLOP/s
+
+
+def test_the_compiled_denoiser_is_timed_beside_the_eager_one():
+    from worldvid.experiments.bench import bench_model, torch_threads
+
+    peak = {"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0}
+    with torch_threads(1):  # batch 4 of the TINY model: the graph tests/test_compiled.py compiles
+        figures = bench_model(tiny_config(), batches=(1,), peak=peak, device="cpu", denoiser_batches=(4,))
+    positive_finite(figures, ["denoiser_gflops_b4", "denoiser_gflops_compiled_b4", "denoiser_fraction_of_peak_compiled_b4"])
+    assert figures["denoiser_fraction_of_peak_compiled_b4"] == figures["denoiser_gflops_compiled_b4"]
+    assert figures["denoiser_fraction_of_peak"] == figures["denoiser_fraction_of_peak_b4"]  # the eager share
 
 
 def test_budgets_are_timed_side_by_side_with_their_frames(tiny_model, odd_threads):
