@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -161,7 +161,7 @@ def denoiser_gflops(model: WorldModel, batch: int, flops: int | None = None) -> 
 
 def autocast_enabled(model: WorldModel) -> bool:
     """Whether ``model`` runs its network under bf16 autocast here (on CPUs without native bf16 it runs fp32)."""
-    return not isinstance(model.autocast_context(), nullcontext)
+    return model.autocast_dtype() is not None
 
 
 def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int = 1000) -> dict[str, float]:

@@ -148,6 +148,20 @@ def test_autocast_option_runs_and_stays_close_to_fp32(model, autocast):
     assert (a - b).abs().max().item() < 0.1
 
 
+def test_autocast_dtype_follows_the_setting_and_the_cpu(model):
+    """``autocast_dtype`` is what the network really runs in: bf16 when asked, fp32 when refused, and by default
+    bf16 only where the CPU has it natively; the context keeps fp32 even inside a caller's bf16 autocast."""
+    from worldvid.device import native_bf16
+
+    assert WorldModel(model.config, autocast=True).autocast_dtype() == torch.bfloat16
+    off = WorldModel(model.config, autocast=False)
+    assert off.autocast_dtype() is None
+    assert WorldModel(model.config).autocast_dtype() == (torch.bfloat16 if native_bf16("cpu") else None)
+    x = torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), off.autocast_context():
+        assert (x @ x.T).dtype == torch.float32
+
+
 # ---------------------------------------------------------------------------- learning
 def dot_batch(n: int, g: torch.Generator):
     """A white dot on black; action a in {-1, +1} moves it a pixel left/right. K=2 frames, 1-D actions."""

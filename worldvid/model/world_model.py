@@ -87,20 +87,23 @@ class WorldModel(nn.Module):
         self._channels_last = bool(value)
         self.to(memory_format=torch.channels_last if value else torch.contiguous_format)
 
-    def autocast_context(self) -> contextlib.AbstractContextManager:
-        """The mixed-precision context the network runs under on this model's device (see class doc)."""
-        device = self.device
-        enabled = self.autocast
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The reduced precision the network runs in on this model's device (see class doc), None for float32."""
+        device, enabled = self.device, self.autocast
         if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            enabled = True if enabled is None else enabled
-        elif device.type == "cpu":
-            dtype = torch.bfloat16
+            return None if enabled is False else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if device.type == "cpu":
             if enabled is None:
                 enabled = CPU_AUTOCAST_DEFAULT and native_bf16(device)
-        else:
+            return torch.bfloat16 if enabled else None
+        return None
+
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context the network runs under on this model's device (``autocast_dtype``)."""
+        device_type, dtype = self.device.type, self.autocast_dtype()
+        if device_type not in ("cpu", "cuda"):
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype, enabled=bool(enabled))
+        return torch.autocast(device_type=device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)  # off: fp32 even inside a caller's autocast
 
     def sigmas(self, num_steps: int | None = None) -> Tensor:
         """The sampling noise levels, float32 [num_steps + 1] ending in 0 (config.num_steps by default)."""
