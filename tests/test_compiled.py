@@ -56,3 +56,33 @@ def test_compiled_imagination_equals_the_eager_one(one_torch_thread):
     compiled = model.rollout(context, past, actions, generator=torch.Generator().manual_seed(1), num_steps=2)
     assert compiled.shape == eager.shape == (4, 3, 16, 16, 3)
     assert (compiled.int() - eager.int()).abs().max() <= 1
+
+
+def test_the_compiled_copy_follows_the_weights_and_training_stays_eager(one_torch_thread):
+    """Weights loaded after compiling reach the compiled calls; a call with grad on runs the eager denoiser (its
+    output has a gradient back to the model's own parameters)."""
+    torch.manual_seed(0)
+    model, other = WorldModel(tiny_config()).eval(), WorldModel(tiny_config()).eval()
+    c = model.config
+    x = torch.randn(3, c.channels, c.frame_size, c.frame_size)
+    context = torch.randn(3, c.context, c.channels, c.frame_size, c.frame_size)
+    actions, sigma = torch.zeros(3, c.context, c.action_dim), torch.ones(3)
+    with torch.no_grad():  # fresh models share a zero output layer: make the other one differ
+        for p in other.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def denoised(m: WorldModel) -> torch.Tensor:
+        with torch.no_grad(), m.autocast_context():
+            return m.denoiser(x, sigma, context, actions)
+
+    before = denoised(model)
+    compile_denoiser(model)
+    assert (denoised(model) - before).abs().max().item() < 0.02
+    expected = denoised(other)
+    assert (expected - before).abs().max().item() > 0.1  # the two models differ
+    model.load_state_dict(other.state_dict())
+    assert (denoised(model) - expected).abs().max().item() < 0.02
+    with model.autocast_context():
+        out = model.denoiser(x, sigma, context, actions)
+    out.float().square().mean().backward()
+    assert out.requires_grad and all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
