@@ -11,7 +11,7 @@ that batch).
 The latency is that of CEM with the keypoint cost at the budget given (default ``PlannerConfig()``, one Euler step as
 ``PlanEvalConfig``), built and run by ``plan_workers.EpisodeRunner`` exactly as one evaluation worker runs it: one
 short episode per thread count, the first ``warmup`` decisions discarded, the median of the next ``decisions``; then
-the same with the denoiser compiled (``worldvid.model.compiled``), side by side in the same process.
+the same with the denoiser compiled (``worldvid.model.compiled``), side by side in the same process, in turns.
 Without a trained run the default 32x32 world model with fresh weights is used (imagination costs the same whatever
 the weights).
 """
@@ -30,7 +30,7 @@ from worldvid.experiments.bench import autocast_enabled, matmul_peak, torch_thre
 from worldvid.experiments.bench_plan import BENCH_ENV, model_folder
 from worldvid.experiments.plan_config import PlanEvalConfig, validate
 from worldvid.experiments.plan_workers import EpisodeRunner
-from worldvid.model.compiled import compile_denoiser
+from worldvid.model.compiled import compile_denoiser, eager_calls
 
 
 def decision_flops(runner: EpisodeRunner) -> int:
@@ -67,13 +67,14 @@ def decision_latencies(runner: EpisodeRunner, threads: int, warmup: int) -> np.n
 def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV, threads: tuple[int, ...] = (1, 2),
                 decisions: int = 5, warmup: int = 2, planner_config: PlannerConfig | None = None,
                 peak: dict[str, float] | None = None, device: str | None = None,
-                compiled: bool = True) -> dict[str, float]:
+                compiled: bool = True, rounds: int = 2) -> dict[str, float]:
     """One CEM decision (keypoint cost) against its matmul floor, with each thread count of ``threads``; the model (a
     run or model folder; None: the default 32x32 config, fresh weights) on ``device`` (None: CUDA when present, else
     CPU). The torch thread count is restored afterwards.
 
     peak: ``bench_peak``'s figures; a missing ``matmul_gflops_<precision>_<T>_threads`` is measured here.
-    compiled: also time the decision with the denoiser compiled (after the eager figures).
+    compiled: also time the decision with the denoiser compiled: after its compile, ``rounds`` short episodes of each,
+    eager and compiled in turns, per thread count (the medians over all their timed decisions).
     Keys: ``decision_frames`` (the frames one decision imagines, ``PlannerConfig.imagined_per_decision``: candidates x
     horizon x action_repeat x iterations at a fixed population),
     ``decision_denoise_steps`` (Euler steps per frame), ``decision_gflop`` (GFLOP of one decision's imagination),
@@ -98,16 +99,21 @@ def bench_floor(model: str | os.PathLike | None = None, env_id: str = BENCH_ENV,
                        decision_denoise_steps=float(run.num_steps or loaded.config.num_steps))
             precision = "bf16" if autocast_enabled(runner.model) else "fp32"
             out["decision_precision_is_bf16"] = float(precision == "bf16")
-            for t in threads:
-                out[f"decision_s_cem_{t}_threads"] = float(np.median(decision_latencies(runner, t, warmup)))
             if compiled:
                 compile_denoiser(runner.model)
                 start = time.perf_counter()
                 decision_latencies(runner, max(threads), 0)  # one short episode: its first decision compiles
                 out["decision_compile_episode_s"] = time.perf_counter() - start
-                for t in threads:
-                    out[f"decision_s_cem_compiled_{t}_threads"] = float(
-                        np.median(decision_latencies(runner, t, warmup)))
+            for t in threads:  # eager and compiled in turns, so that a change in the machine's load hits both
+                latencies: dict[str, list[float]] = {"": [], "compiled_": []}
+                for _ in range(rounds if compiled else 1):
+                    with eager_calls(runner.model):
+                        latencies[""] += list(decision_latencies(runner, t, warmup))
+                    if compiled:
+                        latencies["compiled_"] += list(decision_latencies(runner, t, warmup))
+                for mode, values in latencies.items():
+                    if values:
+                        out[f"decision_s_cem_{mode}{t}_threads"] = float(np.median(values))
         finally:
             runner.close()
     if resolve_device(device).type != "cpu":

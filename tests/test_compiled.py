@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_config
 from worldvid.model import WorldModel
-from worldvid.model.compiled import compile_denoiser, is_compiled
+from worldvid.model.compiled import compile_denoiser, eager_calls, is_compiled
 
 
 def test_compiling_keeps_the_weights_and_can_be_undone(tmp_path):
@@ -20,6 +20,10 @@ def test_compiling_keeps_the_weights_and_can_be_undone(tmp_path):
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
     model.save_pretrained(tmp_path / "model")  # a compiled model saves the plain folder
     assert not is_compiled(WorldModel.from_pretrained(tmp_path / "model"))
+    impl = model.denoiser._compiled_call_impl
+    with eager_calls(model):  # eager for a while, the compiled copy kept for afterwards
+        assert not is_compiled(model)
+    assert is_compiled(model) and model.denoiser._compiled_call_impl is impl
     compile_denoiser(model, enabled=False)
     assert not is_compiled(model)
 

@@ -19,8 +19,9 @@ second batch size compiles a dynamic-shape graph once).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -81,3 +82,15 @@ def compile_denoiser(model: WorldModel, enabled: bool = True) -> WorldModel:
 def is_compiled(model: WorldModel) -> bool:
     """Whether ``model``'s denoiser calls run compiled (``compile_denoiser``)."""
     return getattr(model.denoiser, "_compiled_call_impl", None) is not None
+
+
+@contextlib.contextmanager
+def eager_calls(model: WorldModel) -> Iterator[WorldModel]:
+    """Inside the block ``model``'s denoiser runs eager; a compiled model keeps its compiled copy for afterwards
+    (no second compile), so eager and compiled calls can be timed in turns."""
+    impl = getattr(model.denoiser, "_compiled_call_impl", None)
+    model.denoiser._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        model.denoiser._compiled_call_impl = impl
