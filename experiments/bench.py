@@ -6,8 +6,9 @@ Sections: ``peak`` (torch matmul GFLOP/s, fp32 and bf16, at this process's threa
 batch 1 and 64),
 ``sim`` (true-simulator frames/s), ``train`` (training samples/s), ``dream`` (Dream-v0 steps/s, 1 env and a vector
 of 16), ``memory`` (peak RSS of training on 100 vs 1,000 episodes), ``plan`` (seconds per decision of each planner at
-the default budget), ``floor`` (the FLOPs of one CEM decision, its floor at the matmul peak of the precision the model runs in and
-its latency with 1 and 2 threads, eager and compiled) and ``eval`` (evaluation episodes/s with 1 and 2 Ray workers); ``plan`` and ``eval`` live in
+the default budget), ``floor`` (the FLOPs of one CEM decision, its floor at the matmul peak of the precision the
+model runs in and its latency with 1 and 2 threads, eager and compiled) and ``eval`` (evaluation episodes/s with 1
+and 2 Ray workers); ``plan`` and ``eval`` live in
 ``experiments.bench_plan``, ``floor`` in ``experiments.bench_floor``, where each docstring names its keys.
 The sections that run a model (``DEVICE_SECTIONS``) run it on ``run_bench``'s device; ``peak``, ``sim`` and
 ``memory`` (host RSS) are CPU figures wherever the model runs.
@@ -184,8 +185,8 @@ def bench_sim(env_id: str = "worldvid/PointReach-v0", size: int = 32, steps: int
 
 def bench_train(config: WorldModelConfig | None = None, batch: int = 32, steps: int = 10,
                 device: str | torch.device | None = None) -> dict[str, float]:
-    """Training samples/s (forward + backward + AdamW step, bf16 autocast where ``train`` uses it) on random windows, on ``device``
-    (None: CUDA when present, else CPU)."""
+    """Training samples/s (forward + backward + AdamW step, bf16 autocast where ``train`` uses it) on random windows,
+    on ``device`` (None: CUDA when present, else CPU)."""
     config = config or WorldModelConfig(action_dim=2)
     c = config
     device = resolve_device(device)

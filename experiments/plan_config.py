@@ -42,9 +42,9 @@ class PlanEvalConfig:
     execute: int = 1
     """Actions executed per decision (k) before replanning."""
     compile: bool = False
-    """Run the world model's denoiser compiled by torch.compile (``worldvid.model.compiled``): 1.24-1.27x faster
-    imagination on a 2-core CPU; each worker's first decision pays the compile (~15 s from inductor's disk cache,
-    ~100 s without it)."""
+    """Run the world model's denoiser compiled by torch.compile (``worldvid.model.compiled``): 1.24-1.39x faster
+    decisions on 2-core CPUs (fp32 on AVX2, bf16 on AMX); each worker's first decision pays the compile (7-15 s from
+    inductor's disk cache, 30-100 s without it)."""
     num_steps: int | None = 1
     """Denoising steps per imagined frame (None, or 0 on the command line: the model's default). One Euler step suffices for these
     near-deterministic scenes (as in DIAMOND) and keeps a decision under a second on 2 CPU cores."""

@@ -73,7 +73,8 @@ def compile_denoiser(model: WorldModel, enabled: bool = True) -> WorldModel:
     ``state_dict`` and saved folders are unchanged; training still runs eager. Returns ``model``."""
     denoiser: nn.Module = model.denoiser
     if enabled and not is_compiled(model):
-        denoiser._compiled_call_impl = _CompiledInference(denoiser, model.autocast_dtype)  # what nn.Module.__call__ runs
+        # nn.Module.__call__ runs _compiled_call_impl when set (what nn.Module.compile sets)
+        denoiser._compiled_call_impl = _CompiledInference(denoiser, model.autocast_dtype)
     elif not enabled:
         denoiser._compiled_call_impl = None  # back to the eager __call__
     return model

@@ -103,7 +103,8 @@ class WorldModel(nn.Module):
         device_type, dtype = self.device.type, self.autocast_dtype()
         if device_type not in ("cpu", "cuda"):
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)  # off: fp32 even inside a caller's autocast
+        # disabled (not a nullcontext) when off: fp32 even inside a caller's autocast
+        return torch.autocast(device_type=device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def sigmas(self, num_steps: int | None = None) -> Tensor:
         """The sampling noise levels, float32 [num_steps + 1] ending in 0 (config.num_steps by default)."""
