@@ -12,7 +12,7 @@ Measured, default 32x32 model, one thread, denoiser call at batch 32 (best of 15
   weights (1.5x).
 - 2-core AVX2 CPU (fp32, no native bf16): a rollout of 32 candidates x 6 frames 1.02-1.05 s eager, 0.82-0.83 s
   compiled (1.24-1.27x).
-The first call of each process pays the compile: 30-100 s on 2 cores, 14 s once inductor's on-disk cache holds the
+The first call of each process pays the compile: 30-100 s on 2 cores, 7-14 s once inductor's on-disk cache holds the
 graph (``TORCHINDUCTOR_CACHE_DIR``, by default under the temp dir; one graph per model config and batch size, a
 second batch size compiles a dynamic-shape graph once).
 """
@@ -39,9 +39,12 @@ class _CompiledInference:
         self.copy: nn.Module = copy.deepcopy(denoiser)
         self.compiled = torch.compile(self.copy, dynamic=None)
         self.synced: tuple | None = None
+        # the modules that hold tensors, found once (the tree is fixed, as in the copy); their dicts are read at every
+        # call, so a replaced parameter or buffer (e.g. by a device move) is seen: 5x cheaper than parameters()
+        self.holders = [m for m in denoiser.modules() if m._parameters or m._buffers]
 
     def _fingerprint(self) -> tuple:
-        tensors = list(self.denoiser.parameters()) + list(self.denoiser.buffers())
+        tensors = (t for m in self.holders for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
         return (self.precision(),) + tuple((t.data_ptr(), t._version) for t in tensors)  # a move changes the address
 
     def _sync(self) -> None:
