@@ -24,6 +24,9 @@ from torch import Tensor
 from worldvid.costs import REDUCTIONS, Cost, video_cost
 from worldvid.windows import advance, start_window
 
+WARM_TAILS = ("repeat", "zero")
+"""How ``PlannerConfig.warm_tail`` fills the end of a shifted warm start."""
+
 
 # ---------------------------------------------------------------------------- data
 @dataclass
@@ -193,6 +196,9 @@ class PlannerConfig:
     """Discount for reduce='discounted'."""
     warm_start: bool = True
     """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
+    warm_tail: str = "repeat"
+    """How the shifted warm start is filled at its end: 'repeat' its last action, or 'zero' (no action: with
+    force control the shifted plan then ends where the previous one did, instead of pushing on)."""
     population_decay: float = 1.0
     """iCEM (Pinneri et al. 2020): iteration i draws round(candidates x decay^i) new candidates (at least
     ``elites``); 1 keeps the population fixed. Fewer imagined frames per decision."""
@@ -225,6 +231,8 @@ class PlannerConfig:
             raise ValueError("smoothing and noise_correlation must be in [0, 1)")
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {list(REDUCTIONS)}, got {self.reduce!r}")
+        if self.warm_tail not in WARM_TAILS:
+            raise ValueError(f"warm_tail must be one of {list(WARM_TAILS)}, got {self.warm_tail!r}")
 
 
 @dataclass
@@ -332,14 +340,15 @@ class SamplingPlanner:
 
     # ----------------------------------------------------------------- hooks
     def _initial(self, shift: int) -> tuple[Tensor, Tensor]:
-        """The first round's (mean, std) [H, A]: the previous plan shifted by ``shift`` planned actions (its last action
-        repeated at the end), or zeros; std ``init_std`` in both cases."""
+        """The first round's (mean, std) [H, A]: the previous plan shifted by ``shift`` planned actions (filled at the
+        end as ``warm_tail`` says), or zeros; std ``init_std`` in both cases."""
         c = self.config
         mean = torch.zeros(c.horizon, self.action_dim)
         if c.warm_start and self._previous is not None:
             shift = min(max(int(shift), 0), c.horizon)
             kept = self._previous[shift:]
-            tail = self._previous[-1:].expand(c.horizon - kept.shape[0], -1)
+            last = self._previous[-1:] if c.warm_tail == "repeat" else torch.zeros_like(self._previous[-1:])
+            tail = last.expand(c.horizon - kept.shape[0], -1)
             mean = torch.cat([kept, tail]) if shift else self._previous.clone()
         return mean, torch.full((c.horizon, self.action_dim), c.init_std)
 

@@ -189,6 +189,18 @@ def test_planning_is_reproducible_and_warm_start_shifts_the_previous_plan():
     assert float(a._initial(shift=1)[0].abs().sum()) == 0.0  # reset forgets the warm start
 
 
+def test_zero_warm_tail_fills_the_shifted_plan_with_no_action():
+    config = PlannerConfig(candidates=16, horizon=4, iterations=1, warm_tail="zero")
+    history, goal = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2), np.zeros((4, 4, 3), np.uint8)
+    planner = CEMPlanner(EncodedActions(), quadratic_cost, LOW, HIGH, config, seed=5)
+    first = planner.plan(history, goal)
+    assert np.abs(first.actions[-1]).sum() > 0  # a last action that 'repeat' would have kept
+    mean, _ = planner._initial(shift=1)
+    np.testing.assert_array_equal(mean.numpy(), np.concatenate([first.actions[1:], np.zeros((1, 2), np.float32)]))
+    with pytest.raises(ValueError, match="warm_tail"):
+        PlannerConfig(warm_tail="last")
+
+
 def test_action_repeat_holds_each_planned_action_and_imagines_every_step():
     held = TARGET[[0, 0, 1, 1]]  # two planned actions, each held for two steps
 

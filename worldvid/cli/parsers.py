@@ -226,10 +226,11 @@ def add_render(parser: argparse.ArgumentParser) -> None:
 
 def _add_planner_options(parser: argparse.ArgumentParser) -> None:
     from worldvid.agents import PlannerConfig
+    from worldvid.agents.base import WARM_TAILS
     from worldvid.costs import REDUCTIONS
 
     declare(parser.add_argument_group("search budget and hyper-parameters (PlannerConfig)"),
-            config_options(PlannerConfig, choices={"reduce": REDUCTIONS}))
+            config_options(PlannerConfig, choices={"reduce": REDUCTIONS, "warm_tail": WARM_TAILS}))
 
 
 def add_plan(parser: argparse.ArgumentParser) -> None:
