@@ -27,6 +27,7 @@ def test_the_command_of_a_saved_evaluation_parses_back_to_its_config(tmp_path):
     from worldvid.cli.commands import plan_config
     from worldvid.cli.reproduce import folder_command, plan_command
     from worldvid.experiments.plan_config import PlanEvalConfig
+    from worldvid.experiments.plan_table import budget_label
 
     config = PlanEvalConfig(env_id="worldvid/Push-v0", cost="learned", cost_model="runs/cost x", model="runs/m",
                             oracle=False, episodes=12, workers=2, seed=5000, num_steps=None, goal_steps=25,
@@ -40,7 +41,6 @@ def test_the_command_of_a_saved_evaluation_parses_back_to_its_config(tmp_path):
     words = shlex.split(command)
     args = subparser(build_parser("plan"), "plan").parse_args(words[2:])
     assert plan_config(args) == config
-    from worldvid.experiments.plan_table import budget_label
     assert budget_label(config) == "12x4x3 decay0.5 keep4 tail0"
     assert args.out == str(tmp_path / "out dir")
     (tmp_path / "run").mkdir()
