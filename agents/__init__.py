@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldvid.agents.base import Dynamics, History, Plan, Planner, PlannerConfig, SamplingPlanner
+from worldvid.agents.base import Dynamics, History, Plan, Planner, SamplingPlanner
+from worldvid.agents.planner_config import PlannerConfig
 from worldvid.agents.cem import CEMPlanner
 from worldvid.agents.lockstep import plan_together
 from worldvid.agents.mpc import EpisodeResult, run_episode, run_lockstep, summarize_episodes, wilson_interval

@@ -21,12 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldvid.costs import REDUCTIONS, Cost, video_cost
+from worldvid.agents.planner_config import PlannerConfig
+from worldvid.costs import Cost, video_cost
 from worldvid.windows import advance, start_window
-
-WARM_TAILS = ("repeat", "zero")
-"""How ``PlannerConfig.warm_tail`` fills the end of a shifted warm start."""
-
 
 # ---------------------------------------------------------------------------- data
 @dataclass
@@ -70,7 +67,8 @@ class Plan:
     """One decision's result.
 
     actions: float32 [H, A], the plan from now on (an MPC loop executes the first k).
-    imagined: uint8 [H, h, w, 3], the imagined video of the best-scoring candidate (None without a model).
+    imagined: uint8 [T, h, w, 3], the imagined video of the best-scoring candidate (None without a model), T = horizon x
+    action_repeat + settle.
     cost: that candidate's video cost. model_calls: batched imagination calls made. seconds: wall time.
     """
 
@@ -147,94 +145,6 @@ def run_search(search: Search) -> Plan:
 
 
 # ---------------------------------------------------------------------------- shared planner loop
-def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool = False) -> None:
-    """ValueError naming the first of ``owner``'s attributes ``names`` that is not a positive int.
-
-    optional: None is accepted too (a setting left to its default).
-    """
-    for name in names:
-        value = getattr(owner, name)
-        if optional and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-@dataclass(frozen=True)
-class PlannerConfig:
-    """Search budget and hyper-parameters of the sampling planners (one config for all of them).
-
-    Per decision a planner imagines ``candidates x horizon x action_repeat`` frames ``iterations`` times (fewer
-    with ``population_decay`` < 1: ``imagined_per_decision``).
-    """
-
-    candidates: int = 32
-    """N: candidate action sequences per iteration (one batched imagination call)."""
-    horizon: int = 6
-    """H: planned actions per candidate."""
-    action_repeat: int = 1
-    """R: env steps each planned action is held for (DINO-WM's frame skip): a candidate covers H x R steps
-    (all imagined and scored), so the same search budget looks R times further ahead."""
-    iterations: int = 2
-    """Sampling rounds per decision (the oracle solved as many episodes with 2 as with 3 on every task)."""
-    elites: int = 4
-    """CEM: candidates the next distribution is fitted to."""
-    smoothing: float = 0.1
-    """CEM / MPPI: new = smoothing * old + (1 - smoothing) * fitted, for mean and std."""
-    init_std: float = 0.6
-    """Std of the first round's Gaussian, in action units (actions lie in [-1, 1])."""
-    min_std: float = 0.05
-    """Floor of the std, so the search never collapses completely."""
-    temperature: float = 0.1
-    """MPPI: softmax temperature on costs normalised to [0, 1] within an iteration."""
-    noise_correlation: float = 0.5
-    """AR(1) correlation of the sampling noise along the horizon (0: white); smoother candidates travel further."""
-    reduce: str = "final"
-    """How a video's per-frame costs are reduced: 'final', 'mean' or 'discounted' (``worldvid.costs``). 'final'
-    leaves the way to the goal free (Push, oracle, keypoint cost: 10/10 episodes with 'final', 9/10 'mean')."""
-    discount: float = 0.9
-    """Discount for reduce='discounted'."""
-    warm_start: bool = True
-    """Start each decision from the previous plan shifted by the executed steps (and keep it as a candidate)."""
-    warm_tail: str = "repeat"
-    """How the shifted warm start is filled at its end: 'repeat' its last action, or 'zero' (no action: with
-    force control the shifted plan then ends where the previous one did, instead of pushing on)."""
-    population_decay: float = 1.0
-    """iCEM (Pinneri et al. 2020): iteration i draws round(candidates x decay^i) new candidates (at least
-    ``elites``); 1 keeps the population fixed. Fewer imagined frames per decision."""
-    keep_elites: int = 0
-    """iCEM: the best ``keep_elites`` candidates of an iteration join the next one with their costs, without
-    being imagined again (0: none)."""
-
-    def population(self, iteration: int) -> int:
-        """New candidates drawn (and imagined) in ``iteration`` (0-based)."""
-        return max(self.elites, round(self.candidates * self.population_decay**iteration))
-
-    @property
-    def imagined_per_decision(self) -> int:
-        """Frames one decision imagines: sum over iterations of population x horizon x action_repeat."""
-        return sum(self.population(i) for i in range(self.iterations)) * self.horizon * self.action_repeat
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, ("candidates", "horizon", "iterations", "elites", "action_repeat"))
-        if self.elites > self.candidates:
-            raise ValueError(f"elites ({self.elites}) cannot exceed candidates ({self.candidates})")
-        for name in ("init_std", "min_std", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0.0 < self.population_decay <= 1.0:
-            raise ValueError(f"population_decay must be in (0, 1], got {self.population_decay!r}")
-        if isinstance(self.keep_elites, bool) or not isinstance(self.keep_elites, int) or \
-                not 0 <= self.keep_elites <= self.candidates:
-            raise ValueError(f"keep_elites must be an int in [0, candidates], got {self.keep_elites!r}")
-        if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.noise_correlation < 1.0:
-            raise ValueError("smoothing and noise_correlation must be in [0, 1)")
-        if self.reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {list(REDUCTIONS)}, got {self.reduce!r}")
-        if self.warm_tail not in WARM_TAILS:
-            raise ValueError(f"warm_tail must be one of {list(WARM_TAILS)}, got {self.warm_tail!r}")
-
-
 @dataclass
 class SearchState:
     """One decision's search: the sampling distribution (mean, std float32 [H, A]) and the best candidate
@@ -309,14 +219,16 @@ class SamplingPlanner:
         # the chosen candidate's whole video is imagined once at the end.
         last_only = c.reduce == "final" and hasattr(self.dynamics, "imagine_last")
         kept: tuple[Tensor, Tensor] | None = None  # iCEM: the last iteration's best (candidates, costs)
+        warm: tuple[Tensor, Tensor, float] | None = None  # the shifted previous plan: (actions, frames, cost)
         for iteration in range(c.iterations):
             candidates = self._sample(state, iteration, c.population(iteration))
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
-            sequences = candidates.repeat_interleave(c.action_repeat, dim=1)
-            frames = yield Imagine(self.dynamics, history, sequences, last_only)
+            frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
+            if c.warm_start and self._previous is not None and iteration == 0:
+                warm = (candidates[0].clone(), frames[0], float(costs[0]))
             best = int(costs.argmin())
             if float(costs[best]) < state.best_cost:
                 state.best_cost = float(costs[best])
@@ -328,15 +240,25 @@ class SamplingPlanner:
                 top = torch.topk(costs, min(c.keep_elites, costs.shape[0]), largest=False).indices
                 kept = (candidates[top], costs[top])
             self._update(state, candidates, costs)
+        if warm is not None and c.commit_margin > 0 and state.best_cost > warm[2] - c.commit_margin * abs(warm[2]):
+            state.best_actions, state.best_frames, state.best_cost = warm  # no clear gain: keep the plan
         actions = self._result(state)
         self._previous = actions.clone()
         if last_only and state.best_actions is not None:
-            state.best_frames = (yield Imagine(
-                self.dynamics, history, state.best_actions[None].repeat_interleave(c.action_repeat, dim=1)))[0]
+            state.best_frames = (yield Imagine(self.dynamics, history, self._sequences(state.best_actions[None])))[0]
         imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
         executed = actions.repeat_interleave(c.action_repeat, dim=0)
         return Plan(executed.numpy().astype(np.float32), imagined, state.best_cost,
                     self.dynamics.calls - calls, time.perf_counter() - start)
+
+    def _sequences(self, candidates: Tensor) -> Tensor:
+        """What is imagined for candidates [N, H, A]: each action held ``action_repeat`` steps, then ``settle`` steps of
+        no action: float32 [N, H x action_repeat + settle, A]."""
+        held = candidates.repeat_interleave(self.config.action_repeat, dim=1)
+        if not self.config.settle:
+            return held
+        rest = torch.zeros(self.action_dim).clamp(self.low, self.high).expand(len(held), self.config.settle, -1)
+        return torch.cat([held, rest], dim=1)
 
     # ----------------------------------------------------------------- hooks
     def _initial(self, shift: int) -> tuple[Tensor, Tensor]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from worldvid.agents import PlannerConfig
-from worldvid.agents.base import require_positive_ints
+from worldvid.agents.planner_config import require_positive_ints
 from worldvid.experiments.plan_config import PlanEvalConfig
 from worldvid.experiments.plan_eval import evaluate_planner
 from worldvid.atomic import write_json_atomic

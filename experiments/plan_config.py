@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from worldvid.agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics
-from worldvid.agents.base import require_positive_ints
+from worldvid.agents.planner_config import require_positive_ints
 from worldvid.costs import COSTS, make_cost
 
 DEFAULT_SIZE = 32

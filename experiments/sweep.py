@@ -53,7 +53,7 @@ def planner_trial(config: dict[str, Any]) -> dict[str, Any]:
     """One planner setting evaluated over ``config['episodes']`` episodes (in this Tune worker)."""
     import torch
 
-    from worldvid.agents.base import PlannerConfig
+    from worldvid.agents.planner_config import PlannerConfig
     from worldvid.experiments.plan_config import PlanEvalConfig
     from worldvid.experiments.plan_eval import evaluate_planner
 

@@ -201,6 +201,52 @@ def test_zero_warm_tail_fills_the_shifted_plan_with_no_action():
         PlannerConfig(warm_tail="last")
 
 
+def test_settle_scores_steps_of_no_action_that_are_imagined_but_never_executed():
+    def last_frame_cost(frames: torch.Tensor, goal: np.ndarray) -> torch.Tensor:
+        return ((frames[..., 0, 0, :2] - TARGET[0]) ** 2).sum(-1)  # wants the last imagined action = TARGET[0]
+
+    config = PlannerConfig(candidates=32, horizon=3, action_repeat=2, iterations=3, settle=4, reduce="final")
+    history, goal = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2), np.zeros((4, 4, 3), np.uint8)
+    low = np.array([0.2, -1.0], np.float32)  # no action is 0, clipped into the box: [0.2, 0]
+    dynamics = CountedActions()
+    plan = CEMPlanner(dynamics, last_frame_cost, low, HIGH, config, seed=0).plan(history, goal)
+    assert plan.actions.shape == (6, 2) and plan.imagined.shape[0] == 6 + 4  # settle steps imagined, not executed
+    np.testing.assert_array_equal(plan.imagined[6:, 0, 0, :2], np.tile([0.2, 0.0], (4, 1)).astype(np.float32))
+    assert plan.cost == pytest.approx(float(((torch.tensor([0.2, 0.0]) - TARGET[0]) ** 2).sum()))  # read at rest
+    assert sum(dynamics.sizes) * 10 == config.imagined_per_decision
+    with pytest.raises(ValueError, match="settle"):
+        PlannerConfig(settle=-1)
+
+
+def test_commit_margin_keeps_the_previous_plan_unless_a_candidate_is_clearly_better():
+    history, goal = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2), np.zeros((4, 4, 3), np.uint8)
+    target = {"point": TARGET}
+
+    def moving_cost(frames: torch.Tensor, goal: np.ndarray) -> torch.Tensor:
+        return ((frames[..., 0, 0, :2] - target["point"]) ** 2).sum(-1)
+
+    plans = {}
+    for margin in (0.0, 0.5):
+        config = PlannerConfig(candidates=64, horizon=4, iterations=3, elites=8, init_std=0.8, noise_correlation=0.0,
+                               reduce="mean", warm_tail="zero", commit_margin=margin)
+        planner = CEMPlanner(EncodedActions(), moving_cost, LOW, HIGH, config, seed=0)
+        target["point"] = TARGET
+        first = planner.plan(history, goal)
+        target["point"] = torch.cat([TARGET[1:], torch.zeros(1, 2)]) + 0.02  # the shifted plan stays nearly as good
+        second = planner.plan(history, goal, shift=1)
+        target["point"] = -TARGET  # now a new plan is far better
+        third = planner.plan(history, goal, shift=1)
+        plans[margin] = (first, second, third)
+    first, second, third = plans[0.5]
+    shifted = np.concatenate([first.actions[1:], np.zeros((1, 2), np.float32)])
+    np.testing.assert_array_equal(second.actions, shifted)  # no clear gain: the previous plan goes on
+    assert not np.array_equal(plans[0.0][1].actions, np.concatenate([plans[0.0][0].actions[1:], np.zeros((1, 2))]))
+    kept = torch.cat([torch.as_tensor(second.actions[1:]), torch.zeros(1, 2)])  # what committing again would run
+    assert third.cost < 0.5 * float(((kept + TARGET) ** 2).sum(-1).mean())  # a clear gain replaces the plan
+    with pytest.raises(ValueError, match="commit_margin"):
+        PlannerConfig(commit_margin=1.0)
+
+
 def test_action_repeat_holds_each_planned_action_and_imagines_every_step():
     held = TARGET[[0, 0, 1, 1]]  # two planned actions, each held for two steps
 

@@ -226,7 +226,7 @@ def add_render(parser: argparse.ArgumentParser) -> None:
 
 def _add_planner_options(parser: argparse.ArgumentParser) -> None:
     from worldvid.agents import PlannerConfig
-    from worldvid.agents.base import WARM_TAILS
+    from worldvid.agents.planner_config import WARM_TAILS
     from worldvid.costs import REDUCTIONS
 
     declare(parser.add_argument_group("search budget and hyper-parameters (PlannerConfig)"),
