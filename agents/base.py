@@ -220,15 +220,20 @@ class SamplingPlanner:
         last_only = c.reduce == "final" and hasattr(self.dynamics, "imagine_last")
         kept: tuple[Tensor, Tensor] | None = None  # iCEM: the last iteration's best (candidates, costs)
         warm: tuple[Tensor, Tensor, float] | None = None  # the shifted previous plan: (actions, frames, cost)
+        committing = c.warm_start and self._previous is not None and c.commit_margin > 0
+        idle = float("nan")  # with commit_margin: the cost of doing nothing (candidate 1 of the first round)
         for iteration in range(c.iterations):
             candidates = self._sample(state, iteration, c.population(iteration))
             if c.warm_start and self._previous is not None and iteration == 0:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
+                if committing and len(candidates) > 1:
+                    candidates[1] = torch.zeros(self.action_dim).clamp(self.low, self.high)
             frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             if c.warm_start and self._previous is not None and iteration == 0:
                 warm = (candidates[0].clone(), frames[0], float(costs[0]))
+                idle = float(costs[1]) if committing and len(candidates) > 1 else idle
             best = int(costs.argmin())
             if float(costs[best]) < state.best_cost:
                 state.best_cost = float(costs[best])
@@ -240,7 +245,8 @@ class SamplingPlanner:
                 top = torch.topk(costs, min(c.keep_elites, costs.shape[0]), largest=False).indices
                 kept = (candidates[top], costs[top])
             self._update(state, candidates, costs)
-        if warm is not None and c.commit_margin > 0 and state.best_cost > warm[2] - c.commit_margin * abs(warm[2]):
+        if committing and warm is not None and idle - warm[2] > 0 and \
+                idle - state.best_cost <= (1.0 + c.commit_margin) * (idle - warm[2]):
             state.best_actions, state.best_frames, state.best_cost = warm  # no clear gain: keep the plan
         actions = self._result(state)
         self._previous = actions.clone()

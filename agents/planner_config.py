@@ -74,9 +74,11 @@ class PlannerConfig:
     imagined but never executed: the cost then reads where the scene comes to rest, not a pose it passes through
     at full speed (a final-frame cost otherwise rewards pushing the object through the goal)."""
     commit_margin: float = 0.0
-    """Keep executing the warm start (the previous plan, shifted) unless a new candidate costs less than (1 -
-    commit_margin) x its cost: near the goal many plans score alike, and switching among them at every decision
-    executes the first steps of each and the end of none. 0: the best candidate always wins (CEM, shooting)."""
+    """Keep executing the warm start (the previous plan, shifted) unless a new candidate gains more than (1 +
+    commit_margin) x what it gains, a gain being the cost of doing nothing (a candidate of no action, scored in the
+    first round) minus the plan's cost: near the goal many plans score alike, and switching among them at every
+    decision executes the first steps of each and the end of none. 0: the best candidate always wins (CEM,
+    shooting)."""
 
     def population(self, iteration: int) -> int:
         """New candidates drawn (and imagined) in ``iteration`` (0-based)."""
@@ -102,8 +104,8 @@ class PlannerConfig:
             raise ValueError(f"keep_elites must be an int in [0, candidates], got {self.keep_elites!r}")
         if isinstance(self.settle, bool) or not isinstance(self.settle, int) or self.settle < 0:
             raise ValueError(f"settle must be a non-negative int, got {self.settle!r}")
-        if not 0.0 <= self.commit_margin < 1.0:
-            raise ValueError(f"commit_margin must be in [0, 1), got {self.commit_margin!r}")
+        if not self.commit_margin >= 0.0:
+            raise ValueError(f"commit_margin must be >= 0, got {self.commit_margin!r}")
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.noise_correlation < 1.0:
             raise ValueError("smoothing and noise_correlation must be in [0, 1)")
         if self.reduce not in REDUCTIONS:
