@@ -220,20 +220,22 @@ class SamplingPlanner:
         last_only = c.reduce == "final" and hasattr(self.dynamics, "imagine_last")
         kept: tuple[Tensor, Tensor] | None = None  # iCEM: the last iteration's best (candidates, costs)
         warm: tuple[Tensor, Tensor, float] | None = None  # the shifted previous plan: (actions, frames, cost)
-        committing = c.warm_start and self._previous is not None and c.commit_margin > 0
-        idle = float("nan")  # with commit_margin: the cost of doing nothing (candidate 1 of the first round)
-        for iteration in range(c.iterations):
-            candidates = self._sample(state, iteration, c.population(iteration))
-            if c.warm_start and self._previous is not None and iteration == 0:
+        warmed = c.warm_start and self._previous is not None
+        # commit_margin and stall_rounds judge plans by their gain on doing nothing: a candidate of no action
+        idle_slot = int(warmed) if (c.commit_margin > 0 or c.stall_rounds > 0) else None
+        idle, rounds, restarts, iteration = float("nan"), c.iterations, 0, 0
+        while iteration < rounds:
+            candidates = self._sample(state, iteration % c.iterations, c.population(iteration % c.iterations))
+            if iteration == 0 and warmed:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
-                if committing and len(candidates) > 1:
-                    candidates[1] = torch.zeros(self.action_dim).clamp(self.low, self.high)
+            if iteration == 0 and idle_slot is not None and idle_slot < len(candidates):
+                candidates[idle_slot] = torch.zeros(self.action_dim).clamp(self.low, self.high)
             frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
-            if c.warm_start and self._previous is not None and iteration == 0:
-                warm = (candidates[0].clone(), frames[0], float(costs[0]))
-                idle = float(costs[1]) if committing and len(candidates) > 1 else idle
+            if iteration == 0:
+                warm = (candidates[0].clone(), frames[0], float(costs[0])) if warmed else None
+                idle = float(costs[idle_slot]) if idle_slot is not None and idle_slot < len(candidates) else idle
             best = int(costs.argmin())
             if float(costs[best]) < state.best_cost:
                 state.best_cost = float(costs[best])
@@ -245,7 +247,12 @@ class SamplingPlanner:
                 top = torch.topk(costs, min(c.keep_elites, costs.shape[0]), largest=False).indices
                 kept = (candidates[top], costs[top])
             self._update(state, candidates, costs)
-        if committing and warm is not None and idle - warm[2] > 0 and \
+            iteration += 1
+            if iteration == rounds and restarts < c.stall_rounds and state.best_actions is not None and \
+                    idle - state.best_cost < c.stall_gain * abs(idle):
+                restarts, rounds = restarts + 1, rounds + c.iterations  # stalled: search again, widely
+                state.mean, state.std = state.best_actions.clone(), torch.full_like(state.std, c.init_std)
+        if c.commit_margin > 0 and warm is not None and idle - warm[2] > 0 and \
                 idle - state.best_cost <= (1.0 + c.commit_margin) * (idle - warm[2]):
             state.best_actions, state.best_frames, state.best_cost = warm  # no clear gain: keep the plan
         actions = self._result(state)

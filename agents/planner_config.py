@@ -80,6 +80,13 @@ class PlannerConfig:
     decision executes the first steps of each and the end of none. 0: the best candidate always wins (CEM,
     shooting)."""
 
+    stall_rounds: int = 0
+    """Searches again (``iterations`` more rounds from the initial spread around the best plan so far), up to this
+    many times per decision, while the best plan gains less than ``stall_gain`` x the cost of doing nothing (a
+    candidate of no action): the decisions where no push was found get more search, the others none."""
+    stall_gain: float = 0.1
+    """See ``stall_rounds``: the gain on doing nothing, as a share of its cost, below which a search has stalled."""
+
     def population(self, iteration: int) -> int:
         """New candidates drawn (and imagined) in ``iteration`` (0-based)."""
         return max(self.elites, round(self.candidates * self.population_decay**iteration))
@@ -104,6 +111,10 @@ class PlannerConfig:
             raise ValueError(f"keep_elites must be an int in [0, candidates], got {self.keep_elites!r}")
         if isinstance(self.settle, bool) or not isinstance(self.settle, int) or self.settle < 0:
             raise ValueError(f"settle must be a non-negative int, got {self.settle!r}")
+        if isinstance(self.stall_rounds, bool) or not isinstance(self.stall_rounds, int) or self.stall_rounds < 0:
+            raise ValueError(f"stall_rounds must be a non-negative int, got {self.stall_rounds!r}")
+        if not 0.0 <= self.stall_gain <= 1.0:
+            raise ValueError(f"stall_gain must be in [0, 1], got {self.stall_gain!r}")
         if not self.commit_margin >= 0.0:
             raise ValueError(f"commit_margin must be >= 0, got {self.commit_margin!r}")
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 <= self.noise_correlation < 1.0:

@@ -255,6 +255,27 @@ def test_commit_margin_keeps_the_previous_plan_unless_a_candidate_gains_clearly_
         PlannerConfig(commit_margin=-0.1)
 
 
+def test_stall_rounds_search_again_only_where_no_plan_gains_on_doing_nothing():
+    history, goal = History.start(np.zeros((4, 4, 3), np.uint8), 4, 2), np.zeros((4, 4, 3), np.uint8)
+
+    def needle_cost(frames: torch.Tensor, goal: np.ndarray) -> torch.Tensor:  # flat but for a narrow well
+        distance = ((frames[..., 0, 0, :2] - torch.tensor([0.95, -0.95])) ** 2).sum(-1)
+        return 1.0 - torch.exp(-distance / 0.002)
+
+    plans = {}
+    for rounds in (0, 2):
+        config = PlannerConfig(candidates=16, horizon=2, iterations=2, elites=4, reduce="mean", stall_rounds=rounds)
+        plans[rounds] = CEMPlanner(EncodedActions(), needle_cost, LOW, HIGH, config, seed=0).plan(history, goal)
+    assert plans[0].model_calls == 2 and plans[2].model_calls == 6  # stalled: two more searches of 2 rounds
+    assert plans[2].cost <= plans[0].cost  # the first rounds are the same; more search only adds candidates
+    config = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4, reduce="mean", stall_rounds=2)
+    plan = CEMPlanner(EncodedActions(), quadratic_cost, LOW, HIGH, config, seed=0).plan(history, goal)
+    assert plan.model_calls == 2  # a plan that gains clearly on doing nothing needs no more search
+    for bad in (dict(stall_rounds=-1), dict(stall_gain=1.5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PlannerConfig(**bad)
+
+
 def test_action_repeat_holds_each_planned_action_and_imagines_every_step():
     held = TARGET[[0, 0, 1, 1]]  # two planned actions, each held for two steps
 
