@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from worldvid.agents.base import Dynamics, History, Plan, Planner, SamplingPlanner
-from worldvid.agents.planner_config import PlannerConfig
 from worldvid.agents.cem import CEMPlanner
 from worldvid.agents.lockstep import plan_together
 from worldvid.agents.mpc import EpisodeResult, run_episode, run_lockstep, summarize_episodes, wilson_interval
 from worldvid.agents.mppi import MPPIPlanner
 from worldvid.agents.oracle import SimulatorDynamics
+from worldvid.agents.planner_config import PlannerConfig
 from worldvid.agents.random_shooting import RandomPlanner, RandomShootingPlanner
 from worldvid.agents.world_model_dynamics import WorldModelDynamics
 from worldvid.costs import Cost

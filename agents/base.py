@@ -229,7 +229,7 @@ class SamplingPlanner:
             if iteration == 0 and warmed:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
             if iteration == 0 and idle_slot is not None and idle_slot < len(candidates):
-                candidates[idle_slot] = torch.zeros(self.action_dim).clamp(self.low, self.high)
+                candidates[idle_slot] = self._rest
             frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
@@ -270,8 +270,12 @@ class SamplingPlanner:
         held = candidates.repeat_interleave(self.config.action_repeat, dim=1)
         if not self.config.settle:
             return held
-        rest = torch.zeros(self.action_dim).clamp(self.low, self.high).expand(len(held), self.config.settle, -1)
-        return torch.cat([held, rest], dim=1)
+        return torch.cat([held, self._rest.expand(len(held), self.config.settle, -1)], dim=1)
+
+    @property
+    def _rest(self) -> Tensor:
+        """No action, float32 [A]: zero clipped to the action box."""
+        return torch.zeros(self.action_dim).clamp(self.low, self.high)
 
     # ----------------------------------------------------------------- hooks
     def _initial(self, shift: int) -> tuple[Tensor, Tensor]:

@@ -28,8 +28,8 @@ def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool 
 class PlannerConfig:
     """Search budget and hyper-parameters of the sampling planners (one config for all of them).
 
-    Per decision a planner imagines ``candidates x horizon x action_repeat`` frames ``iterations`` times (fewer
-    with ``population_decay`` < 1: ``imagined_per_decision``).
+    Per decision a planner imagines ``candidates x (horizon x action_repeat + settle)`` frames ``iterations`` times
+    (fewer with ``population_decay`` < 1: ``imagined_per_decision``; more where ``stall_rounds`` searches again).
     """
 
     candidates: int = 32
@@ -79,7 +79,6 @@ class PlannerConfig:
     first round) minus the plan's cost: near the goal many plans score alike, and switching among them at every
     decision executes the first steps of each and the end of none. 0: the best candidate always wins (CEM,
     shooting)."""
-
     stall_rounds: int = 0
     """Searches again (``iterations`` more rounds from the initial spread around the best plan so far), up to this
     many times per decision, while the best plan gains less than ``stall_gain`` x the cost of doing nothing (a
@@ -93,7 +92,8 @@ class PlannerConfig:
 
     @property
     def imagined_per_decision(self) -> int:
-        """Frames one decision imagines: sum over iterations of population x (horizon x action_repeat + settle)."""
+        """Frames one decision imagines: sum over iterations of population x (horizon x action_repeat + settle), before
+        any ``stall_rounds`` restart."""
         steps = self.horizon * self.action_repeat + self.settle
         return sum(self.population(i) for i in range(self.iterations)) * steps
 
