@@ -222,20 +222,21 @@ class SamplingPlanner:
         warm: tuple[Tensor, Tensor, float] | None = None  # the shifted previous plan: (actions, frames, cost)
         warmed = c.warm_start and self._previous is not None
         # commit_margin and stall_rounds judge plans by their gain on doing nothing: a candidate of no action
-        idle_slot = int(warmed) if (c.commit_margin > 0 or c.stall_rounds > 0) else None
+        judged = (c.commit_margin > 0 or c.stall_rounds > 0) and int(warmed) < c.population(0)
+        idle_slot = int(warmed) if judged else None
         idle, rounds, restarts, iteration = float("nan"), c.iterations, 0, 0
         while iteration < rounds:
             candidates = self._sample(state, iteration % c.iterations, c.population(iteration % c.iterations))
             if iteration == 0 and warmed:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
-            if iteration == 0 and idle_slot is not None and idle_slot < len(candidates):
+            if iteration == 0 and idle_slot is not None:
                 candidates[idle_slot] = self._rest
             frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             if iteration == 0:
                 warm = (candidates[0].clone(), frames[0], float(costs[0])) if warmed else None
-                idle = float(costs[idle_slot]) if idle_slot is not None and idle_slot < len(candidates) else idle
+                idle = float(costs[idle_slot]) if idle_slot is not None else idle
             best = int(costs.argmin())
             if float(costs[best]) < state.best_cost:
                 state.best_cost = float(costs[best])

@@ -16,12 +16,21 @@ def require_positive_ints(owner: object, names: tuple[str, ...], optional: bool 
 
     optional: None is accepted too (a setting left to its default).
     """
+    _require_ints(owner, names, 1, "a positive integer", optional)
+
+
+def require_non_negative_ints(owner: object, names: tuple[str, ...]) -> None:
+    """ValueError naming the first of ``owner``'s attributes ``names`` that is not an int >= 0."""
+    _require_ints(owner, names, 0, "a non-negative int", False)
+
+
+def _require_ints(owner: object, names: tuple[str, ...], minimum: int, what: str, optional: bool) -> None:
     for name in names:
         value = getattr(owner, name)
         if optional and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,7 @@ class PlannerConfig:
         if isinstance(self.keep_elites, bool) or not isinstance(self.keep_elites, int) or \
                 not 0 <= self.keep_elites <= self.candidates:
             raise ValueError(f"keep_elites must be an int in [0, candidates], got {self.keep_elites!r}")
-        if isinstance(self.settle, bool) or not isinstance(self.settle, int) or self.settle < 0:
-            raise ValueError(f"settle must be a non-negative int, got {self.settle!r}")
-        if isinstance(self.stall_rounds, bool) or not isinstance(self.stall_rounds, int) or self.stall_rounds < 0:
-            raise ValueError(f"stall_rounds must be a non-negative int, got {self.stall_rounds!r}")
+        require_non_negative_ints(self, ("settle", "stall_rounds"))
         if not 0.0 <= self.stall_gain <= 1.0:
             raise ValueError(f"stall_gain must be in [0, 1], got {self.stall_gain!r}")
         if not self.commit_margin >= 0.0:
