@@ -193,17 +193,18 @@ class SamplingPlanner:
         """The first action of a fresh plan, float32 [A] (assumes one action is executed per call)."""
         return self.plan(history, goal_frame, shift=1).actions[0]
 
-    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Plan:
+    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1, remaining: int | None = None) -> Plan:
         """Search for the best action sequence from ``history`` toward ``goal_frame`` (uint8 [H, W, 3]).
 
         shift: env steps executed since the previous plan (its warm start is shifted by shift // action_repeat
-        planned actions: execute a multiple of ``action_repeat`` to keep it aligned).
+        planned actions: execute a multiple of ``action_repeat`` to keep it aligned). remaining: env steps left in
+        the episode (None: no limit); read only with ``config.shrink_horizon``.
         Returns a ``Plan``: actions float32 [horizon x action_repeat, A] (each planned action repeated), the best
         candidate's imagined video, its cost, the imagination calls made (``iterations``) and the wall time.
         """
-        return run_search(self.search(history, goal_frame, shift))
+        return run_search(self.search(history, goal_frame, shift, remaining))
 
-    def search(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Search:
+    def search(self, history: History, goal_frame: np.ndarray, shift: int = 1, remaining: int | None = None) -> Search:
         """``plan`` as a generator (``Search``): yields each imagination it needs instead of making it, so that
         several episodes' searches can share one batched rollout (``worldvid.agents.lockstep``)."""
         goal = np.asarray(goal_frame)
@@ -214,6 +215,9 @@ class SamplingPlanner:
             raise ValueError(f"history actions have {history.actions.shape[1]} dims, the planner {self.action_dim}")
         start, calls = time.perf_counter(), self.dynamics.calls
         c = self.config
+        if remaining is not None and remaining < 1:
+            raise ValueError(f"remaining must be a positive number of env steps, got {remaining}")
+        steps_left = remaining if c.shrink_horizon else None
         state = SearchState(*self._initial(shift // c.action_repeat))
         # Dynamics that can skip the frames in between (the simulator) render only where a 'final' cost looks;
         # the chosen candidate's whole video is imagined once at the end.
@@ -231,7 +235,7 @@ class SamplingPlanner:
                 candidates[0] = state.mean  # keep the shifted previous plan in the running
             if iteration == 0 and idle_slot is not None:
                 candidates[idle_slot] = self._rest
-            frames = yield Imagine(self.dynamics, history, self._sequences(candidates), last_only)
+            frames = yield Imagine(self.dynamics, history, self._sequences(candidates, steps_left), last_only)
             costs = video_cost(self.cost, frames, goal, c.reduce, c.discount).float().cpu()
             costs = torch.nan_to_num(costs, nan=float("inf"))
             if iteration == 0:
@@ -259,16 +263,20 @@ class SamplingPlanner:
         actions = self._result(state)
         self._previous = actions.clone()
         if last_only and state.best_actions is not None:
-            state.best_frames = (yield Imagine(self.dynamics, history, self._sequences(state.best_actions[None])))[0]
+            sequence = self._sequences(state.best_actions[None], steps_left)
+            state.best_frames = (yield Imagine(self.dynamics, history, sequence))[0]
         imagined = None if state.best_frames is None else state.best_frames.cpu().numpy()
         executed = actions.repeat_interleave(c.action_repeat, dim=0)
         return Plan(executed.numpy().astype(np.float32), imagined, state.best_cost,
                     self.dynamics.calls - calls, time.perf_counter() - start)
 
-    def _sequences(self, candidates: Tensor) -> Tensor:
+    def _sequences(self, candidates: Tensor, steps_left: int | None = None) -> Tensor:
         """What is imagined for candidates [N, H, A]: each action held ``action_repeat`` steps, then ``settle`` steps of
-        no action: float32 [N, H x action_repeat + settle, A]."""
+        no action: float32 [N, H x action_repeat + settle, A]. steps_left: env steps left in the episode; the held
+        actions after them are replaced by no action."""
         held = candidates.repeat_interleave(self.config.action_repeat, dim=1)
+        if steps_left is not None and steps_left < held.shape[1]:
+            held = torch.cat([held[:, :steps_left], self._rest.expand(len(held), held.shape[1] - steps_left, -1)], dim=1)
         if not self.config.settle:
             return held
         return torch.cat([held, self._rest.expand(len(held), self.config.settle, -1)], dim=1)

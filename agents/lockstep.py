@@ -19,16 +19,19 @@ from worldvid.agents.base import History, Imagine, Plan, Search, run_search
 from worldvid.agents.world_model_dynamics import imagine_together
 
 
-def search_of(planner: object, history: History, goal_frame: np.ndarray, shift: int) -> Search:
-    """The planner's ``search`` for this decision; a planner without one (``RandomPlanner``) plans at once."""
+def search_of(planner: object, history: History, goal_frame: np.ndarray, shift: int,
+              remaining: int | None = None) -> Search:
+    """The planner's ``search`` for this decision (``remaining``: env steps left in the episode); a planner without
+    one (``RandomPlanner``) plans at once."""
     search = getattr(planner, "search", None)
     if search is not None:
-        return search(history, goal_frame, shift)
-    return _immediate(planner, history, goal_frame, shift)
+        return search(history, goal_frame, shift, remaining)
+    return _immediate(planner, history, goal_frame, shift, remaining)
 
 
-def _immediate(planner: object, history: History, goal_frame: np.ndarray, shift: int) -> Search:
-    return planner.plan(history, goal_frame, shift=shift)  # type: ignore[attr-defined]
+def _immediate(planner: object, history: History, goal_frame: np.ndarray, shift: int,
+               remaining: int | None) -> Search:
+    return planner.plan(history, goal_frame, shift=shift, remaining=remaining)  # type: ignore[attr-defined]
     yield  # a generator that asks for nothing
 
 

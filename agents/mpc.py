@@ -23,7 +23,7 @@ class PlanningAgent(Protocol):
 
     def reset(self, seed: int | None = None) -> None: ...
 
-    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Plan: ...
+    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1, remaining: int | None = None) -> Plan: ...
 
 
 @dataclass
@@ -166,6 +166,11 @@ class MPCEpisode:
         self.shift, self.t, self.ended = 0, 0, False
 
     @property
+    def remaining(self) -> int:
+        """Env steps left before the time limit."""
+        return self.limit - self.t
+
+    @property
     def done(self) -> bool:
         return self.ended or self.t >= self.limit or (self.stop_on_success and self.success)
 
@@ -221,7 +226,7 @@ def run_episode(env: gym.Env, planner: PlanningAgent, seed: int, *, execute: int
                          max_steps=max_steps, keep_imagined=keep_imagined, goal_steps=goal_steps)
     while not episode.done:
         start = time.perf_counter()
-        plan = planner.plan(episode.history, episode.goal, shift=episode.shift)
+        plan = planner.plan(episode.history, episode.goal, shift=episode.shift, remaining=episode.remaining)
         episode.execute(plan, time.perf_counter() - start)
     return episode.result()
 
@@ -237,7 +242,7 @@ def run_lockstep(envs: Sequence[gym.Env], planners: Sequence[PlanningAgent], see
     episodes = [MPCEpisode(env, planner, seed, **options) for env, planner, seed in zip(envs, planners, seeds)]
     while active := [e for e in episodes if not e.done]:
         start = time.perf_counter()
-        plans = plan_together([search_of(e.planner, e.history, e.goal, e.shift) for e in active])
+        plans = plan_together([search_of(e.planner, e.history, e.goal, e.shift, e.remaining) for e in active])
         seconds = time.perf_counter() - start
         for episode, plan in zip(active, plans):
             episode.execute(plan, seconds)

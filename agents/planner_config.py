@@ -94,6 +94,10 @@ class PlannerConfig:
     candidate of no action): the decisions where no push was found get more search, the others none."""
     stall_gain: float = 0.1
     """See ``stall_rounds``: the gain on doing nothing, as a share of its cost, below which a search has stalled."""
+    shrink_horizon: bool = False
+    """Plans see the episode's time limit (shrinking-horizon MPC): the planned actions that would run past the
+    steps left in the episode are imagined as no action, so a candidate is scored by where the scene is when the
+    episode ends and a plan that reaches the goal in time beats one that gets there after the limit."""
 
     def population(self, iteration: int) -> int:
         """New candidates drawn (and imagined) in ``iteration`` (0-based)."""

@@ -53,7 +53,8 @@ class RandomPlanner:
         """A random action, float32 [A]."""
         return np.asarray(self._policy(None), np.float32)
 
-    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1) -> Plan:
-        """``horizon`` random actions float32 [horizon, A]; no imagination (imagined None, 0 model calls)."""
+    def plan(self, history: History, goal_frame: np.ndarray, shift: int = 1, remaining: int | None = None) -> Plan:
+        """``horizon`` random actions float32 [horizon, A]; no imagination (imagined None, 0 model calls); the time
+        left (``remaining``) does not matter to them."""
         actions = np.stack([self.act(history, goal_frame) for _ in range(self.horizon)])
         return Plan(actions, None, float("nan"), 0, 0.0)

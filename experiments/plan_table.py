@@ -30,7 +30,8 @@ def budget_label(config: PlanEvalConfig) -> str:
     """'candidates x horizon x iterations' of a sampling planner ('-' for random), e.g. '32x6x2', and the
     action repeat when there is one, e.g. '32x6x2 r3' (each planned action held 3 steps), and iCEM's population
     decay and kept elites, e.g. '32x6x2 decay0.5 keep4', a warm start filled with zeros ('tail0'), steps of no action
-    scored after each candidate ('settle8'), the commit margin ('commit0.2'), stall restarts ('stall2') and a video
+    scored after each candidate ('settle8'), the commit margin ('commit0.2'), stall restarts ('stall2'), plans cut at
+    the episode's time limit ('shrink') and a video
     cost reduction other than 'final', e.g. '32x6x2 mean'."""
     p = config.planner_config
     repeat = f" r{p.action_repeat}" if p.action_repeat > 1 else ""
@@ -38,6 +39,7 @@ def budget_label(config: PlanEvalConfig) -> str:
     tail = (" tail0" if p.warm_tail == "zero" else "") + (f" settle{p.settle}" if p.settle else "")
     tail += f" commit{p.commit_margin:g}" if p.commit_margin else ""
     tail += f" stall{p.stall_rounds}" if p.stall_rounds else ""
+    tail += " shrink" if p.shrink_horizon else ""
     reduce = f" {p.reduce}" if p.reduce != "final" else ""
     return "-" if config.planner == "random" else f"{p.candidates}x{p.horizon}x{p.iterations}{repeat}{icem}{tail}{reduce}"
 

@@ -35,14 +35,14 @@ def test_the_command_of_a_saved_evaluation_parses_back_to_its_config(tmp_path):
                             planner_config=PlannerConfig(candidates=12, horizon=4, iterations=3,
                                                          population_decay=0.5, keep_elites=4, warm_start=False,
                                                          warm_tail="zero", settle=3, commit_margin=0.25,
-                                                         stall_rounds=2, stall_gain=0.2))
+                                                         stall_rounds=2, stall_gain=0.2, shrink_horizon=True))
     saved = json.loads(json.dumps(dataclasses.asdict(config)))  # as summary.json holds it
     command = plan_command(saved, tmp_path / "out dir")
     assert command.startswith("worldvid plan ") and "--no-early-stop" in command and "--denoise-steps 0" in command
     words = shlex.split(command)
     args = subparser(build_parser("plan"), "plan").parse_args(words[2:])
     assert plan_config(args) == config
-    assert budget_label(config) == "12x4x3 decay0.5 keep4 tail0 settle3 commit0.25 stall2"
+    assert budget_label(config) == "12x4x3 decay0.5 keep4 tail0 settle3 commit0.25 stall2 shrink"
     assert args.out == str(tmp_path / "out dir")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text(json.dumps({"config": {**saved, "retired_setting": 1}}))
