@@ -276,7 +276,8 @@ class SamplingPlanner:
         actions after them are replaced by no action."""
         held = candidates.repeat_interleave(self.config.action_repeat, dim=1)
         if steps_left is not None and steps_left < held.shape[1]:
-            held = torch.cat([held[:, :steps_left], self._rest.expand(len(held), held.shape[1] - steps_left, -1)], dim=1)
+            after = self._rest.expand(len(held), held.shape[1] - steps_left, -1)
+            held = torch.cat([held[:, :steps_left], after], dim=1)
         if not self.config.settle:
             return held
         return torch.cat([held, self._rest.expand(len(held), self.config.settle, -1)], dim=1)
