@@ -372,9 +372,9 @@ def diagnose_costs(env_id: str, costs: dict[str, Cost], out: str | Path, size: i
     if not costs:
         raise ValueError("diagnose_costs needs at least one cost")
     (out := Path(out)).mkdir(parents=True, exist_ok=True)
+    heat = heat_map(env_id, costs, out / "heat_map.png", size, grid, seed, progress)  # first: fails at once
     experts = record_expert_episodes(env_id, size, episodes, seed, progress)
     state_pairs = random_state_pairs(env_id, size, pairs, seed + episodes, progress=progress)
-    heat = heat_map(env_id, costs, out / "heat_map.png", size, grid, seed, progress)
     heat_rows, rows = heat_map_summary(heat), {}
     for name, cost in costs.items():
         per_episode = episode_costs(cost, experts)

@@ -133,3 +133,16 @@ def test_diagnose_costs_writes_strict_json_and_the_png_with_blur_and_an_untraine
 def test_diagnostics_refuse_an_env_that_is_not_a_worldvid_task(tmp_path):
     with pytest.raises(ValueError, match="worldvid task"):
         diagnose_costs("CartPole-v1", {"pixel": make_cost("pixel")}, tmp_path, episodes=1, pairs=1, progress=False)
+
+
+def test_a_task_without_heat_map_placements_fails_before_any_episode_is_recorded(tmp_path, monkeypatch):
+    import worldvid.experiments.cost_diagnostics as diagnostics
+
+    def recorded(*args, **kwargs):
+        raise AssertionError("expert episodes were recorded before the heat map was found impossible")
+
+    monkeypatch.setattr(diagnostics, "record_expert_episodes", recorded)
+    with pytest.raises(ValueError, match="no heat-map placement for PushTEnv"):
+        diagnose_costs("worldvid/PushT-v0", {"pixel": make_cost("pixel")}, tmp_path / "out", size=16, episodes=1,
+                       pairs=1, grid=2, progress=False)
+    assert not any((tmp_path / "out").rglob("*.json"))
