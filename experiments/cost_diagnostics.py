@@ -27,15 +27,11 @@ from worldvid.costs import Cost
 from worldvid.envs import TASKS
 from worldvid.envs.base import PixelMujocoEnv
 from worldvid.envs.factory import canonical_env_id, make_pixel_env
-from worldvid.envs.point_reach import PointReachEnv
-from worldvid.envs.push import PushEnv
-from worldvid.envs.reacher import ReacherEnv
+from worldvid.experiments.heat_map_placement import grid_extent, placed_state, placement
 
 FRESH_SEED = 900_000
 """First env seed of the diagnostics; no collected training data uses seeds this large."""
 
-PUSHER_GAP = 0.005
-"""Gap (world units) between pusher and block in heat-map placements, as in Push's goal images."""
 
 
 # ---------------------------------------------------------------------------- rank correlation
@@ -205,74 +201,24 @@ class HeatMap:
     path: Path | None = None
 
 
-def _placement(task: PixelMujocoEnv, point: np.ndarray) -> np.ndarray | None:
-    """qpos [nq] that puts the goal object at world ``point`` (float [2]), or None if it cannot be there."""
-    goal_qpos = task.goal_qpos
-    if isinstance(task, PointReachEnv):
-        return point.copy()  # the grid keeps the agent inside the walls
-    if isinstance(task, PushEnv):
-        # the pusher rests behind the block on the line block -> goal, as the goal image shows it at the goal
-        # (at the goal itself: the goal image's push direction, pusher -> block)
-        away = task.goal - point if np.linalg.norm(task.goal - point) > 1e-9 else goal_qpos[2:4] - goal_qpos[:2]
-        u = away / np.linalg.norm(away)
-        pusher = point - u * (task.contact_distance(u) + PUSHER_GAP)
-        fits = np.all(np.abs(pusher) <= task.arena_half - task.pusher_radius)  # the grid keeps the block inside
-        return np.concatenate([pusher, point]) if fits else None
-    if isinstance(task, ReacherEnv):
-        # closed-form two-link inverse kinematics, elbow bent the way the goal image's is
-        l0, l1 = _reacher_links(task)
-        cos_elbow = (point @ point - l0**2 - l1**2) / (2 * l0 * l1)
-        elbow = np.arccos(np.clip(cos_elbow, -1.0, 1.0))  # full reach (cos 1) survives rounding
-        if abs(cos_elbow) > 1.0 + 1e-9 or elbow > np.max(np.abs(task.model.joint("joint1").range)):
-            return None  # out of reach, or the elbow would pass its joint limit
-        elbow = elbow if goal_qpos[1] >= 0 else -elbow
-        shoulder = np.arctan2(point[1], point[0]) - np.arctan2(l1 * np.sin(elbow), l0 + l1 * np.cos(elbow))
-        return np.array([shoulder, elbow])
-    raise ValueError(f"no heat-map placement for {type(task).__name__}")
-
-
-def _reacher_links(task: ReacherEnv) -> tuple[float, float]:
-    """Lengths (world units) shoulder -> elbow and elbow -> fingertip centre, from the MJCF."""
-    return float(np.linalg.norm(task.model.body("link1").pos[:2])), float(np.linalg.norm(task.model.geom("fingertip").pos[:2]))
-
-
-def _grid_extent(task: PixelMujocoEnv) -> float:
-    """Half-width (world units) of the square grid of goal-object positions: where the object can be."""
-    if isinstance(task, ReacherEnv):
-        return sum(_reacher_links(task))
-    wall = task.model.geom("wall_px")
-    return float(wall.pos[0] - wall.size[0] - task.model.geom(task.object_geoms[task.goal_object]).size[0])
-
-
-def _placed_state(task: PixelMujocoEnv, state: dict[str, np.ndarray], qpos: np.ndarray) -> dict[str, np.ndarray]:
-    """``state`` (a ``get_sim_state()``) with qpos [nq] and zero velocities; its ``physics`` (MuJoCo's
-    integration state) is time, qpos [nq], qvel [nv], then the rest."""
-    nq, nv = task.model.nq, task.model.nv
-    physics = state["physics"].copy()
-    if not np.array_equal(physics[1 : 1 + nq], state["qpos"]):
-        raise RuntimeError("unexpected layout of get_sim_state()['physics']: qpos is not at [1 : 1 + nq]")
-    physics[1 : 1 + nq], physics[1 + nq : 1 + nq + nv] = qpos, 0.0
-    return {**state, "physics": physics, "qpos": qpos.copy(), "qvel": np.zeros(nv)}
-
-
 def heat_map(env_id: str, costs: dict[str, Cost], path: str | os.PathLike | None = None, size: int = 32,
              grid: int = 15, seed: int = FRESH_SEED, progress: bool = True) -> HeatMap:
     """Score every cost on grid x grid placements of the goal object against the goal image of reset(seed).
 
-    PointReach moves the agent; Push the block, its pusher just behind it on the line block -> goal; Reacher the
-    fingertip (two-link inverse kinematics). Velocities are zero. Writes the PNG (``plot_heat_map``) to ``path``.
+    Where each task's goal object goes: ``worldvid.experiments.heat_map_placement``. Velocities are zero. Writes the
+    PNG (``plot_heat_map``) to ``path``.
     """
     env = _task_env(env_id, size)
     try:
         env.reset(seed=seed)
         task, cells, frames = env.unwrapped, [], []
-        start, axis = task.get_sim_state(), np.linspace(-_grid_extent(task), _grid_extent(task), grid)
+        start, axis = task.get_sim_state(), np.linspace(-grid_extent(task), grid_extent(task), grid)
         for i, j in tqdm(np.ndindex(grid, grid), total=grid * grid, desc="heat map", unit="cell", disable=not progress):
             point = np.array([axis[j], axis[i]])
-            qpos = _placement(task, point)
+            qpos = placement(task, point)
             if qpos is None:
                 continue
-            task.set_sim_state(_placed_state(task, start, qpos))
+            task.set_sim_state(placed_state(task, start, qpos))
             placed = task.object_positions()[task.goal_object]
             if not np.allclose(placed, point, atol=1e-6):
                 raise RuntimeError(f"placement of {task.goal_object} at {point} landed at {placed}")

@@ -135,14 +135,20 @@ def test_diagnostics_refuse_an_env_that_is_not_a_worldvid_task(tmp_path):
         diagnose_costs("CartPole-v1", {"pixel": make_cost("pixel")}, tmp_path, episodes=1, pairs=1, progress=False)
 
 
-def test_a_task_without_heat_map_placements_fails_before_any_episode_is_recorded(tmp_path, monkeypatch):
-    import worldvid.experiments.cost_diagnostics as diagnostics
+def test_push_t_heat_map_places_the_t_at_the_goal_yaw_and_the_pose_cost_is_lowest_at_the_goal():
+    from worldvid.envs.factory import make_pixel_env
+    from worldvid.experiments.heat_map_placement import placed_state, placement
 
-    def recorded(*args, **kwargs):
-        raise AssertionError("expert episodes were recorded before the heat map was found impossible")
+    env_id = "worldvid/PushT-v0"
+    heat = heat_map(env_id, {"pose": make_cost("pose", env_id=env_id)}, size=32, grid=5, progress=False)
+    values = heat.costs["pose"]
+    assert np.isfinite(values).sum() >= 8
+    i, j = np.unravel_index(np.nanargmin(values), values.shape)
+    assert np.hypot(heat.xs[j] - heat.goal[0], heat.ys[i] - heat.goal[1]) <= heat.xs[1] - heat.xs[0]
+    with make_pixel_env(env_id, size=16) as env:
+        env.reset(seed=3)
+        task = env.unwrapped
+        task.set_sim_state(placed_state(task, task.get_sim_state(), placement(task, np.array([0.1, -0.05]))))
+        np.testing.assert_allclose(task.block_pose(), [0.1, -0.05, task.goal_yaw], atol=1e-9)
+        assert np.linalg.norm(task.object_positions()["pusher"] - [0.1, -0.05]) > 0.2  # clear of the T
 
-    monkeypatch.setattr(diagnostics, "record_expert_episodes", recorded)
-    with pytest.raises(ValueError, match="no heat-map placement for PushTEnv"):
-        diagnose_costs("worldvid/PushT-v0", {"pixel": make_cost("pixel")}, tmp_path / "out", size=16, episodes=1,
-                       pairs=1, grid=2, progress=False)
-    assert not any((tmp_path / "out").rglob("*.json"))
