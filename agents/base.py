@@ -275,12 +275,11 @@ class SamplingPlanner:
         no action: float32 [N, H x action_repeat + settle, A]. steps_left: env steps left in the episode; the held
         actions after them are replaced by no action."""
         held = candidates.repeat_interleave(self.config.action_repeat, dim=1)
-        if steps_left is not None and steps_left < held.shape[1]:
-            after = self._rest.expand(len(held), held.shape[1] - steps_left, -1)
-            held = torch.cat([held[:, :steps_left], after], dim=1)
-        if not self.config.settle:
+        moving = held.shape[1] if steps_left is None else min(steps_left, held.shape[1])
+        resting = held.shape[1] - moving + self.config.settle
+        if not resting:
             return held
-        return torch.cat([held, self._rest.expand(len(held), self.config.settle, -1)], dim=1)
+        return torch.cat([held[:, :moving], self._rest.expand(len(held), resting, -1)], dim=1)
 
     @property
     def _rest(self) -> Tensor:

@@ -25,13 +25,11 @@ from tqdm.auto import tqdm
 from worldvid.atomic import write_bytes_atomic, write_json_atomic
 from worldvid.costs import Cost
 from worldvid.envs import TASKS
-from worldvid.envs.base import PixelMujocoEnv
 from worldvid.envs.factory import canonical_env_id, make_pixel_env
 from worldvid.experiments.heat_map_placement import grid_extent, placed_state, placement
 
 FRESH_SEED = 900_000
 """First env seed of the diagnostics; no collected training data uses seeds this large."""
-
 
 
 # ---------------------------------------------------------------------------- rank correlation

@@ -26,21 +26,17 @@ def placement(task: PixelMujocoEnv, point: np.ndarray) -> np.ndarray | None:
     goal_qpos = task.goal_qpos
     if isinstance(task, PointReachEnv):
         return point.copy()  # the grid keeps the agent inside the walls
-    if isinstance(task, PushEnv):
-        # the pusher rests behind the block on the line block -> goal, as the goal image shows it at the goal
-        # (at the goal itself: the goal image's push direction, pusher -> block)
+    if isinstance(task, (PushEnv, PushTEnv)):
+        # the pusher rests behind the object on the line object -> goal, as the goal image shows it at the goal
+        # (at the goal itself: the goal image's push direction, pusher -> object); Push's block sits against it,
+        # PushT's T (at the goal's yaw) stays clear of it, whatever its yaw (the T's bounding circle)
         away = task.goal - point if np.linalg.norm(task.goal - point) > 1e-9 else goal_qpos[2:4] - goal_qpos[:2]
         u = away / np.linalg.norm(away)
-        pusher = point - u * (task.contact_distance(u) + PUSHER_GAP)
-        fits = np.all(np.abs(pusher) <= task.arena_half - task.pusher_radius)  # the grid keeps the block inside
-        return np.concatenate([pusher, point]) if fits else None
-    if isinstance(task, PushTEnv):
-        # the T at the goal's yaw, the pusher clear of it (its bounding circle) behind it on the line T -> goal
-        away = task.goal - point if np.linalg.norm(task.goal - point) > 1e-9 else np.array([0.0, 1.0])
-        pusher = point - away / np.linalg.norm(away) * (tee.RADIUS + task.pusher_radius + PUSHER_GAP)
-        if not np.all(np.abs(pusher) <= task.arena_half - task.pusher_radius):
-            return None
-        return np.concatenate([pusher, point, [task.goal_yaw]])
+        tee_pose = isinstance(task, PushTEnv)
+        reach = tee.RADIUS + task.pusher_radius if tee_pose else task.contact_distance(u)
+        pusher = point - u * (reach + PUSHER_GAP)
+        fits = np.all(np.abs(pusher) <= task.arena_half - task.pusher_radius)  # the grid keeps the object inside
+        return np.concatenate([pusher, point, [task.goal_yaw] if tee_pose else []]) if fits else None
     if isinstance(task, ReacherEnv):
         # closed-form two-link inverse kinematics, elbow bent the way the goal image's is
         l0, l1 = _reacher_links(task)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_planners import HIGH, LOW, TARGET, CountedActions, EncodedActions, quadratic_cost
-from worldvid.agents import CEMPlanner, History, PlannerConfig, run_episode
+from test_planners import HIGH, LOW, POINT, TARGET, CountedActions, EncodedActions, quadratic_cost
+from worldvid.agents import CEMPlanner, History, PlannerConfig, RandomPlanner, run_episode, run_lockstep
+from worldvid.envs.factory import make_pixel_env
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,25 +121,20 @@ def test_a_shrinking_horizon_imagines_no_action_after_the_time_limit_and_plans_t
 
 
 def test_the_mpc_loop_tells_the_planner_the_steps_left():
-    from test_planners import POINT
-    from worldvid.agents import RandomPlanner, run_lockstep
-    from worldvid.envs.factory import make_pixel_env
-
     class Recording(RandomPlanner):
         def plan(self, history, goal_frame, shift=1, remaining=None):
             seen.append(remaining)
             return super().plan(history, goal_frame, shift, remaining)
 
-    low, high = LOW, HIGH
     seen: list[int | None] = []
     with make_pixel_env(POINT, size=16) as env:
-        run_episode(env, Recording(low, high, horizon=3, seed=0), seed=1, execute=2, max_steps=5,
+        run_episode(env, Recording(LOW, HIGH, horizon=3, seed=0), seed=1, execute=2, max_steps=5,
                     stop_on_success=False, keep_imagined=False)
     assert seen == [5, 3, 1]
     seen.clear()
     envs = [make_pixel_env(POINT, size=16) for _ in range(2)]
     try:
-        run_lockstep(envs, [Recording(low, high, horizon=3, seed=s) for s in (0, 1)], [1, 2], execute=2,
+        run_lockstep(envs, [Recording(LOW, HIGH, horizon=3, seed=s) for s in (0, 1)], [1, 2], execute=2,
                      max_steps=5, stop_on_success=False, keep_imagined=False)
     finally:
         for env in envs:
