@@ -80,10 +80,12 @@ def test_an_episode_that_keeps_hanging_ends_the_run_in_one_line_and_a_rerun_comp
     config = replace(ORACLE, workers=2, episode_timeout_s=3, max_episode_retries=0)
     with pytest.raises(WorkerTimeoutError, match=r"^episode 1 \(seed 1\) did not finish within 3 s \(1 attempt\); "):
         evaluate_planner(config, out=tmp_path / "out", progress=False, _faults=faults)
-    assert sorted(p.name for p in (tmp_path / "out" / "episodes").glob("*.json")) == \
-        ["episode_0000.json", "episode_0002.json"]  # the finished episodes are kept ...
+    kept = sorted(p.name for p in (tmp_path / "out" / "episodes").glob("*.json"))
+    # the episodes that finished before episode 1's deadline are kept (which ones depends on how fast the other
+    # slot's worker started, so only the hung one is named) ...
+    assert "episode_0001.json" not in kept and set(kept) <= {"episode_0000.json", "episode_0002.json"}
     again = evaluate_planner(replace(config, workers=1), out=tmp_path / "out", progress=False, _faults=faults)
-    assert again.kept == 2  # ... and a rerun (the fault spent) runs only episode 1
+    assert again.kept == len(kept)  # ... and a rerun (the fault spent) runs only the missing ones
     assert_same_episodes(evaluate_planner(ORACLE, progress=False), again)
 
 
