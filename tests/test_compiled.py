@@ -68,9 +68,9 @@ def test_the_compiled_copy_follows_the_weights_and_training_stays_eager(one_torc
     torch.manual_seed(0)
     model, other = WorldModel(tiny_config()).eval(), WorldModel(tiny_config()).eval()
     c = model.config
-    x = torch.randn(3, c.channels, c.frame_size, c.frame_size)
-    context = torch.randn(3, c.context, c.channels, c.frame_size, c.frame_size)
-    actions, sigma = torch.zeros(3, c.context, c.action_dim), torch.ones(3)
+    x = torch.randn(4, c.channels, c.frame_size, c.frame_size)  # the shapes of the rollout above: one compiled graph
+    context = torch.randn(4, c.context, c.channels, c.frame_size, c.frame_size)
+    actions, sigma = torch.zeros(4, c.context, c.action_dim), torch.ones(4)
     with torch.no_grad():  # fresh models share a zero output layer: make the other one differ
         for p in other.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -38,8 +38,9 @@ CHANNELS_LAST_DEFAULT = False
 
 
 def frames_to_model(frames: Tensor) -> Tensor:
-    """uint8 [..., H, W, C] -> float32 [..., C, H, W] in [-1, 1]."""
-    return (frames.to(torch.float32) / 127.5 - 1.0).movedim(-1, -3)
+    """uint8 [..., H, W, C] -> float32 [..., C, H, W] in [-1, 1], contiguous (as the frames the model imagines: one
+    memory layout, so a compiled denoiser is not traced again for the first imagined frame)."""
+    return (frames.to(torch.float32) / 127.5 - 1.0).movedim(-1, -3).contiguous()
 
 
 def model_to_frames(x: Tensor) -> Tensor:
