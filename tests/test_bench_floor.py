@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -22,9 +23,16 @@ def odd_threads():
 
 @pytest.fixture
 def tiny_model(tmp_path):
-    model = WorldModel(tiny_config())  # the graph tests/test_compiled.py compiles: inductor's cache serves both
+    model = WorldModel(tiny_config())
     model.save_pretrained(tmp_path / "model")
     return model, tmp_path / "model"
+
+
+@pytest.fixture
+def traced_only(monkeypatch):
+    """``torch.compile`` traces with dynamo and runs the graph eager: these tests time the compiled path beside the
+    eager one; inductor's code generation (30-60 s per graph on a cold cache) is tested in tests/test_compiled.py."""
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="eager"))
 
 
 def positive_finite(figures: dict[str, float], keys: list[str]) -> None:
@@ -42,7 +50,7 @@ def test_peak_with_each_thread_count_restores_the_count(odd_threads):
     assert torch.get_num_threads() == odd_threads
 
 
-def test_decision_flops_floor_and_latency_per_thread_count(tiny_model, odd_threads):
+def test_decision_flops_floor_and_latency_per_thread_count(tiny_model, odd_threads, traced_only):
     from worldvid.agents import PlannerConfig
     from worldvid.experiments.bench import autocast_enabled, denoiser_flops
     from worldvid.experiments.bench_floor import bench_floor
@@ -101,7 +109,7 @@ def test_denoiser_share_of_peak_at_each_batch():
     assert figures["denoiser_fraction_of_peak_b2"] == figures["denoiser_gflops_b2"]  # a peak of 1 GFLOP/s
 
 
-def test_the_compiled_denoiser_is_timed_beside_the_eager_one():
+def test_the_compiled_denoiser_is_timed_beside_the_eager_one(traced_only):
     from worldvid.experiments.bench import bench_model, torch_threads
 
     peak = {"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0}

@@ -78,7 +78,7 @@ def test_bench_model_sections_run_on_the_given_device_and_a_bad_one_fails_first(
     config = WorldModelConfig(action_dim=2, frame_size=16, block_channels=(8, 16), env_id="worldvid/PointReach-v0",
                               num_steps=1)
     figures = {**bench_model(config, batches=(1, 2), peak={"matmul_gflops_fp32": 1.0, "matmul_gflops_bf16": 1.0},
-                             device="cpu", denoiser_batches=(2,)),
+                             device="cpu", denoiser_batches=(2,), compiled=False),  # (compiled: test_bench_floor)
                **bench_train(config, batch=2, steps=1, device="cpu"),
                **bench_dream(WorldModel(config), num_envs=(1, 2), steps=1, device="cpu")}
     for key in ("imagined_frames_per_s_b2", "denoiser_gflops_b2", "denoiser_fraction_of_peak", "train_samples_per_s",
