@@ -127,6 +127,20 @@ def test_a_single_task_config_is_written_as_before_and_a_bad_task_list_is_refuse
         WorldModelConfig(action_dim=2, env_id="worldvid/Push-v0", tasks=("worldvid/Push-v0", "worldvid/Reacher-v0"))
 
 
+def test_which_tasks_and_action_sizes_a_config_accepts():
+    """One rule for training data and for consumers: a multi-task model takes any of its tasks and any action size up
+    to its own; a single-task model its own task (or an unrecorded one) and its own action size."""
+    single = WorldModelConfig(action_dim=2, env_id="worldvid/Push-v0")
+    assert single.accepts_task("worldvid/Push-v0") and single.accepts_task("worldvid.envs:worldvid/Push-v0")
+    assert single.accepts_task(None) and WorldModelConfig(action_dim=2).accepts_task("worldvid/Push-v0")
+    assert not single.accepts_task("worldvid/Reacher-v0")
+    assert single.accepts_actions(2) and not single.accepts_actions(1)
+    multi = WorldModelConfig(action_dim=3, tasks=("worldvid/Push-v0", "worldvid/Reacher-v0"))
+    assert multi.accepts_task("worldvid/Reacher-v0") and not multi.accepts_task("worldvid/PointReach-v0")
+    assert multi.accepts_actions(1) and multi.accepts_actions(3) and not multi.accepts_actions(4)
+    assert not multi.accepts_actions(0)
+
+
 @pytest.fixture(scope="module")
 def point_and_push(store_dir, tmp_path_factory):
     """The tiny 16 px PointReach store, a tiny 16 px Push store, and a TINY multi-task run of 4 steps on both."""

@@ -162,14 +162,11 @@ def _resolve_configs(
                 f"the data at {store.root} has frames {list(spec.frame_shape)} but the model is configured for "
                 f"{model_config.frame_size}x{model_config.frame_size}; collect with --size {model_config.frame_size}"
             )
-        if model_config.multi_task and spec.env_id not in model_config.tasks:
-            raise ValueError(f"the model is for {', '.join(model_config.tasks)}, the data at {store.root} is from "
-                             f"{spec.env_id}")
-        if model_config.action_dim != spec.action_dim and not (model_config.multi_task
-                                                               and spec.action_dim < model_config.action_dim):
+        if not model_config.accepts_task(spec.env_id):
+            raise ValueError(f"the model is for {model_config.env_id or ', '.join(model_config.tasks)}, the data at "
+                             f"{store.root} is from {spec.env_id}")
+        if not model_config.accepts_actions(spec.action_dim):
             raise ValueError(f"the data has actions of size {spec.action_dim}, the model {model_config.action_dim}")
-        if model_config.env_id not in (None, spec.env_id):
-            raise ValueError(f"the model is for {model_config.env_id}, the data at {store.root} is from {spec.env_id}")
     return model_config, train_config
 
 

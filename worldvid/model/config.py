@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from worldvid.envs.factory import canonical_env_id
+
 SAMPLERS = ("euler", "heun")
 OBJECTIVES = ("diffusion", "regression")
 PREDICTS = ("frame", "change")
@@ -142,6 +144,19 @@ class WorldModelConfig:
     def multi_task(self) -> bool:
         """True for a model trained on several tasks (``tasks``)."""
         return bool(self.tasks)
+
+    def accepts_task(self, env_id: str | None) -> bool:
+        """Whether frames of task ``env_id`` fit this model: one of a multi-task model's ``tasks``, a single-task
+        model's ``env_id``, or unknown on either side (older checkpoints may not record it). Ids are compared
+        without a 'module:' prefix."""
+        if self.multi_task:
+            return env_id is None or canonical_env_id(env_id) in map(canonical_env_id, self.tasks)
+        return env_id is None or self.env_id is None or canonical_env_id(self.env_id) == canonical_env_id(env_id)
+
+    def accepts_actions(self, action_dim: int) -> bool:
+        """Whether actions of size ``action_dim`` fit: the model's ``action_dim``; a multi-task model takes any size up
+        to it too (shorter actions are zero-padded)."""
+        return action_dim == self.action_dim or (self.multi_task and 0 < action_dim < self.action_dim)
 
     def replace(self, **changes: Any) -> "WorldModelConfig":
         """A copy with some fields changed (validated again)."""

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from worldvid.device import native_bf16
-from worldvid.envs.factory import canonical_env_id
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
 from worldvid.model.folder import CONFIG_NAME, WEIGHTS_NAME
@@ -304,16 +303,14 @@ class WorldModel(nn.Module):
             if key not in fields:
                 raise ValueError(f"cannot check unknown WorldModelConfig field {key!r}")
             have = fields[key]
-            if key == "env_id" and self.config.multi_task:
-                if value is None or canonical_env_id(value) in map(canonical_env_id, self.config.tasks):
-                    continue
-                raise ValueError(f"world model mismatch: it was trained on {', '.join(self.config.tasks)}, "
-                                 f"not on {value}")
-            if key == "action_dim" and self.config.multi_task and isinstance(value, int) and 0 < value <= have:
-                continue  # shorter actions are zero-padded
             if key == "env_id":
-                if value is None or have is None or canonical_env_id(have) == canonical_env_id(value):
+                if self.config.accepts_task(value):
                     continue
+                if self.config.multi_task:
+                    raise ValueError(f"world model mismatch: it was trained on {', '.join(self.config.tasks)}, "
+                                     f"not on {value}")
+            elif key == "action_dim" and isinstance(value, int) and self.config.accepts_actions(value):
+                continue
             elif _jsonable(value) == have:
                 continue
             raise ValueError(
