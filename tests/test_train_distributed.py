@@ -148,3 +148,24 @@ def test_a_workers_failure_is_one_line_naming_it_and_keeps_the_causes_type():
     one = _one_line(error, 2)
     assert str(one) == "training worker 1 of 2 failed: ValueError: episode 3 is torn"
     assert isinstance(one, ValueError) and isinstance(one, RuntimeError)  # WorkerError: the CLI prints one line
+
+
+def test_the_comparison_reports_the_ceiling_of_the_workers_share_of_the_batch():
+    """2 workers each training half the batch at 186 samples/s could reach 372 with no communication: 1.73x over 215
+    in-process; DDP at 320 is 86% of that."""
+    from worldvid.experiments.ddp_vs_single import speedups, table
+
+    def row(path: str, loss: float | None, excl: float, incl: float) -> dict:
+        return {"path": path, "mean_loss": loss, "samples_per_s_without_startup": excl,
+                "samples_per_s_with_startup": incl, "wall_seconds": 1.0}
+
+    single, ddp, share = row("in", 0.050, 215.0, 215.0), row("ddp", 0.051, 320.0, 240.0), row("half", None, 186.0, 186.0)
+    c = speedups(single, ddp, 2, share)
+    assert c["loss_relative_difference"] == pytest.approx(0.02)
+    assert c["speedup_without_startup"] == pytest.approx(320 / 215) and c["speedup_with_startup"] == pytest.approx(240 / 215)
+    assert c["ceiling_speedup"] == pytest.approx(372 / 215) and c["share_of_ceiling"] == pytest.approx(320 / 372)
+    assert "ceiling_speedup" not in speedups(single, ddp, 2)
+    report = {"loss_steps": [400, 500], "train": {"steps": 500, "batch_size": 32}, "data": ["d"],
+              "runs": [single, ddp, share], "comparison": c}
+    text = table(report)
+    assert "| half | - | 186.0 |" in text and "ceiling (workers x" in text and "1.73x; DDP reaches 86% of it" in text
