@@ -13,7 +13,7 @@ copy-last-frame on the held-out episodes (``worldvid.evaluate.evaluate_open_loop
 times its samples/s is what the workers would reach with no communication at all (the ceiling: a smaller batch
 per process is itself slower per sample), and the report gives the ceiling's speed-up and the share of it DDP
 reaches. Writes
-DIR/ddp_vs_single.json and DIR/ddp_vs_single.md; the two run folders are DIR/single and DIR/ddp.
+DIR/ddp_vs_single.json and DIR/ddp_vs_single.md; the run folders are DIR/single, DIR/ddp and DIR/share.
 
 Measure on an otherwise idle machine with at least workers + 1 cores: the in-process run and the workers
 compete for nothing else then.
