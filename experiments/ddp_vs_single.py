@@ -29,8 +29,6 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from worldvid.atomic import write_bytes_atomic, write_json_atomic
 from worldvid.data.store import EpisodeStore
 from worldvid.model import WorldModelConfig
@@ -38,6 +36,7 @@ from worldvid.optim import read_metrics
 from worldvid.train import TrainConfig, train
 from worldvid.train_distributed import DistributedConfig, train_distributed
 
+from worldvid.experiments.bench import torch_threads
 from worldvid.experiments.open_loop import ERRORS, open_loop_at
 
 
@@ -97,33 +96,22 @@ def compare(data: Sequence[str], out: str | Path, model_config: WorldModelConfig
     out = Path(out)
     if loss_steps[1] > train_config.steps:
         loss_steps = (train_config.steps - max(1, train_config.steps // 5), train_config.steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    distributed = DistributedConfig(workers=workers, address=address, threads_per_worker=1)
+    shared = dataclasses.replace(train_config, batch_size=train_config.batch_size // workers)
+    runs, share = [], None
+    with torch_threads(1):  # every run, and the evaluation of each model, at 1 thread
         single = _measure("in-process, 1 thread", out / "single", lambda: train(
             data, out / "single", train_config, model_config, progress=False), train_config, loss_steps, evaluate)
-    finally:
-        torch.set_num_threads(threads)
-    distributed = DistributedConfig(workers=workers, address=address, threads_per_worker=1)
-    torch.set_num_threads(1)  # the evaluation of the second model as of the first
-    try:
         ddp = _measure(f"Ray Train, {workers} workers x 1 thread", out / "ddp", lambda: train_distributed(
             data, out / "ddp", train_config, model_config, distributed=distributed, progress=False),
             train_config, loss_steps, evaluate)
-    finally:
-        torch.set_num_threads(threads)
-    runs, share = [single, ddp], None
-    if ceiling:
-        shared = dataclasses.replace(train_config, batch_size=train_config.batch_size // workers)
-        torch.set_num_threads(1)
-        try:
+        runs += [single, ddp]
+        if ceiling:
             share = _measure(f"in-process, 1 thread, batch {shared.batch_size} (one worker's share)", out / "share",
                              lambda: train(data, out / "share", shared, model_config, progress=False), shared,
                              loss_steps, False)
-        finally:
-            torch.set_num_threads(threads)
-        share["mean_loss"] = None  # another batch: not comparable
-        runs.append(share)
+            share["mean_loss"] = None  # another batch: not comparable
+            runs.append(share)
     comparison = speedups(single, ddp, workers, share)
     if evaluate:
         for key in ERRORS:
