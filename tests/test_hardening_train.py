@@ -161,6 +161,22 @@ def test_resume_applies_allowed_overrides_and_refuses_the_rest_by_name(store_dir
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 4]
 
 
+def test_resume_and_init_refuse_architecture_options_that_would_change_the_model(store_dir, tmp_path):
+    run, tuned = tmp_path / "run", tmp_path / "tuned"
+    train(store_dir, run, fast(1), tiny_config(), progress=False)
+    state = (run / TRAINING_STATE).read_bytes()
+    base = ["train", "--data", str(store_dir), "--train-steps", "1", "--batch-size", "4", "--held-out-fraction", "0.2"]
+    line = one_line_error(cli(*base, "--out", str(tuned), "--init", str(run), *TINY_FLAGS, "--objective", "regression"))
+    assert "--init" in line and "--objective regression (it has diffusion)" in line and "--channels" not in line
+    assert not tuned.exists()
+    line = one_line_error(cli(*base, "--out", str(run), "--resume", "--channels", "8", "32"))
+    assert "--resume" in line and "--channels 8 32 (it has 8 16)" in line
+    assert (run / TRAINING_STATE).read_bytes() == state
+    done = cli(*base, "--out", str(tuned), "--init", str(run), *TINY_FLAGS)  # the model's own values: accepted
+    assert done.returncode == 0, done.stderr
+    assert WorldModel.from_pretrained(tuned / "model").config == tiny_config()
+
+
 # ---------------------------------------------------------------------------- 4. one writer
 HOLD = """
 import sys, time

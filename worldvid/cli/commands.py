@@ -103,6 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
     model_config = None
     if not args.resume and not args.init:  # sized for the data: one task, or several (a multi-task model)
         model_config = task_config(open_stores(args.data)).replace(**architecture)
+    else:
+        check_kept_architecture(args, architecture)
     distributed = DistributedConfig(**values(args, [f.name for f in dataclasses.fields(DistributedConfig)]))
     if distributed.in_process:
         summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
@@ -112,6 +114,28 @@ def run_train(args: argparse.Namespace) -> int:
                                     device=args.device, init_from=args.init, distributed=distributed)
     print_rows(summary)
     return 0
+
+
+def check_kept_architecture(args: argparse.Namespace, architecture: Mapping[str, Any]) -> None:
+    """A resumed (``--resume``) or fine-tuned (``--init RUN``) run keeps its model's architecture: an architecture
+    option set away from its default must state that model's value, else ValueError names each such option (an
+    option at its default is taken as not given). A folder without a model is left for ``train`` to report."""
+    from worldvid.cli.options import flag, show
+    from worldvid.model import WorldModelConfig
+    from worldvid.run_folder import RunFolder
+
+    defaults = {f.name: f.default for f in dataclasses.fields(WorldModelConfig)}
+    given = {name: value for name, value in architecture.items() if value != defaults[name]}
+    source, path = ("--resume", args.out) if args.resume else ("--init", args.init)
+    try:
+        kept = RunFolder.of(path).load_model().config if given else None
+    except FileNotFoundError:
+        return
+    differ = [f"{flag(name)} {show(value)} (it has {show(getattr(kept, name))})"
+              for name, value in given.items() if getattr(kept, name) != value]
+    if differ:
+        raise ValueError(f"{source} keeps the architecture of the model in {path}, which these options would "
+                         f"change: {'; '.join(differ)}; drop them, or train a new model without {source}")
 
 
 def run_train_cost(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def _option(name: str, annotation: Any, default: Any, doc: str, required: bool,
     if kind == "other":
         raise TypeError(f"no command-line form for {name}: {annotation!r}")
     doc = doc or name.replace("_", " ")
-    shown = "" if required or "default" in doc.lower() else f" (default: {_show(default)})"
+    shown = "" if required or "default" in doc.lower() else f" (default: {show(default)})"
     kwargs: dict[str, Any] = {"dest": name, "help": (doc + shown).replace("%", "%%")}  # argparse %-formats help
     if kind == "bool":
         return Option(flag(name), {**kwargs, "action": argparse.BooleanOptionalAction, "default": default})
@@ -109,7 +109,8 @@ def _option(name: str, annotation: Any, default: Any, doc: str, required: bool,
     return Option(flag(name), kwargs)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """An option's value as typed on a command line: a list or tuple as space-separated items."""
     if isinstance(value, (tuple, list)):
         return " ".join(map(str, value))
     return str(value)
