@@ -126,9 +126,11 @@ def check_kept_architecture(args: argparse.Namespace, architecture: Mapping[str,
 
     defaults = {f.name: f.default for f in dataclasses.fields(WorldModelConfig)}
     given = {name: value for name, value in architecture.items() if value != defaults[name]}
+    if not given:
+        return
     source, path = ("--resume", args.out) if args.resume else ("--init", args.init)
     try:
-        kept = RunFolder.of(path).load_model().config if given else None
+        kept = RunFolder.of(path).load_model().config
     except FileNotFoundError:
         return
     differ = [f"{flag(name)} {show(value)} (it has {show(getattr(kept, name))})"
