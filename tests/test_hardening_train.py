@@ -177,6 +177,22 @@ def test_resume_and_init_refuse_architecture_options_that_would_change_the_model
     assert WorldModel.from_pretrained(tuned / "model").config == tiny_config()
 
 
+
+def test_train_cost_resume_refuses_architecture_options_that_would_change_the_distance(store_dir, tmp_path):
+    from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
+
+    cost = tmp_path / "cost"
+    train_goal_distance(store_dir, cost, GoalDistanceTrainConfig(steps=1, batch_size=4),
+                        GoalDistanceConfig(frame_size=16, widths=(4, 8, 8), hidden=16, embed_dim=8), progress=False)
+    state = (cost / TRAINING_STATE).read_bytes()
+    base = ["train-cost", "--data", str(store_dir), "--out", str(cost), "--resume", "--batch-size", "4"]
+    line = one_line_error(cli(*base, "--train-steps", "2", "--widths", "8", "16", "16", "--hidden", "16"))
+    assert "--resume" in line and "--widths 8 16 16 (it has 4 8 8)" in line and "--hidden" not in line
+    assert (cost / TRAINING_STATE).read_bytes() == state
+    done = cli(*base, "--train-steps", "2", "--widths", "4", "8", "8")  # the distance's own values: accepted
+    assert done.returncode == 0, done.stderr
+    assert json.loads((cost / "train_config.json").read_text())["train"]["steps"] == 2
+
 # ---------------------------------------------------------------------------- 4. one writer
 HOLD = """
 import sys, time

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from worldvid.cli.parsers import (COLLECT_HELP, COST_FROM_DATA, COST_REPORT_HELP, EVALUATE_HELP, EXPLAIN_HELP,
                                   MODEL_FROM_DATA, PLAN_OWN, RENDER_HELP)
@@ -94,6 +94,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from worldvid.model import WorldModelConfig
+    from worldvid.run_folder import RunFolder
     from worldvid.train import TrainConfig, train
     from worldvid.train_distributed import DistributedConfig, train_distributed
     from worldvid.train_stores import open_stores, task_config
@@ -104,7 +105,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.init:  # sized for the data: one task, or several (a multi-task model)
         model_config = task_config(open_stores(args.data)).replace(**architecture)
     else:
-        check_kept_architecture(args, architecture)
+        check_kept_architecture(args, architecture, WorldModelConfig,
+                                lambda path: RunFolder.of(path).load_model().config)
     distributed = DistributedConfig(**values(args, [f.name for f in dataclasses.fields(DistributedConfig)]))
     if distributed.in_process:
         summary = train(args.data, args.out, train_config, model_config=model_config, resume=args.resume,
@@ -116,21 +118,21 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_kept_architecture(args: argparse.Namespace, architecture: Mapping[str, Any]) -> None:
+def check_kept_architecture(args: argparse.Namespace, architecture: Mapping[str, Any], config_class: type,
+                            kept_config: Callable[[str], Any]) -> None:
     """A resumed (``--resume``) or fine-tuned (``--init RUN``) run keeps its model's architecture: an architecture
-    option set away from its default must state that model's value, else ValueError names each such option (an
-    option at its default is taken as not given). A folder without a model is left for ``train`` to report."""
+    option (a ``config_class`` field) set away from its default must state the kept model's value, read by
+    ``kept_config(path)``, else ValueError names each such option (an option at its default is taken as not given).
+    A folder without a model is left for the trainer to report."""
     from worldvid.cli.options import flag, show
-    from worldvid.model import WorldModelConfig
-    from worldvid.run_folder import RunFolder
 
-    defaults = {f.name: f.default for f in dataclasses.fields(WorldModelConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
     given = {name: value for name, value in architecture.items() if value != defaults[name]}
     if not given:
         return
     source, path = ("--resume", args.out) if args.resume else ("--init", args.init)
     try:
-        kept = RunFolder.of(path).load_model().config
+        kept = kept_config(path)
     except FileNotFoundError:
         return
     differ = [f"{flag(name)} {show(value)} (it has {show(getattr(kept, name))})"
@@ -142,14 +144,18 @@ def check_kept_architecture(args: argparse.Namespace, architecture: Mapping[str,
 
 def run_train_cost(args: argparse.Namespace) -> int:
     from worldvid.data.store import EpisodeStore
-    from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
+    from worldvid.goal_distance import GoalDistance, GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
+    from worldvid.run_folder import RunFolder
 
     train_config = GoalDistanceTrainConfig(**values(args, [f.name for f in dataclasses.fields(GoalDistanceTrainConfig)]))
+    architecture = values(args, [f.name for f in dataclasses.fields(GoalDistanceConfig) if f.name not in COST_FROM_DATA])
     model_config = None
     if not args.resume:
         spec = EpisodeStore(args.data[0]).spec
-        architecture = values(args, [f.name for f in dataclasses.fields(GoalDistanceConfig) if f.name not in COST_FROM_DATA])
         model_config = GoalDistanceConfig(frame_size=spec.frame_shape[0], env_id=spec.env_id, **architecture)
+    else:
+        check_kept_architecture(args, architecture, GoalDistanceConfig,
+                                lambda path: GoalDistance.from_pretrained(RunFolder.of(path).model_path).config)
     print_rows(train_goal_distance(args.data, args.out, train_config, model_config, resume=args.resume,
                                    device=args.device))
     return 0
