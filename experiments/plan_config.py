@@ -157,6 +157,26 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
     return size, (model if config.needs_model else None)
 
 
+def seeds_starting_at_goal(config: PlanEvalConfig, size: int) -> list[int]:
+    """The seeds among ``config.seed`` .. ``config.seed + config.episodes - 1`` whose episode starts at its goal
+    (``info["success"]`` at reset, or at the ``goal_steps`` expert goal), so that with ``stop_on_success`` it ends
+    before any action; one env reset (and expert rollout) per seed, no planning."""
+    from worldvid.data.policies import expert_goal
+
+    env = make_plan_env(config, size)
+    try:
+        found = []
+        for seed in range(config.seed, config.seed + config.episodes):
+            _, info = env.reset(seed=seed)
+            if config.goal_steps and config.goal_store is None:
+                info = expert_goal(env, config.goal_steps, seed)
+            if info.get("success", False):
+                found.append(seed)
+        return found
+    finally:
+        env.close()
+
+
 def make_plan_env(config: PlanEvalConfig, size: int) -> Any:
     """The env episodes run in: ``config.env_id`` at ``size`` px; with ``config.goal_store``, made as that store's
     episodes were (its ``env_kwargs``) and wrapped in ``ReplayedGoals`` over the store's held-out episodes (the

@@ -37,7 +37,7 @@ import numpy as np
 
 from worldvid.agents.mpc import EpisodeResult
 from worldvid.atomic import save_npz_atomic, write_json_atomic
-from worldvid.experiments.plan_config import PlanEvalConfig, validate
+from worldvid.experiments.plan_config import PlanEvalConfig, seeds_starting_at_goal, validate
 from worldvid.experiments.plan_table import aggregate
 from worldvid.experiments.plan_workers import FaultInjection, run_episodes
 
@@ -77,6 +77,12 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
     if video and out is None:
         raise ValueError("video needs an out folder")
     size, model = validate(config)
+    if record is not None and config.stop_on_success:  # found before any episode runs, not after all of them
+        at_goal = seeds_starting_at_goal(config, size)
+        if at_goal:
+            raise ValueError(f"cannot record into {record}: the episodes of seeds {at_goal} start at their goal and "
+                             f"would end before any action (a store holds every seed, each with steps); record "
+                             f"with --no-early-stop")
     folder = Path(out) if out is not None else None
     with contextlib.ExitStack() as held:
         store = _record_store(config, size, record) if record is not None else None

@@ -101,16 +101,19 @@ def test_recording_into_a_store_of_other_data_fails_before_any_episode(tmp_path)
     assert report.summary["recorded_store"] == str(tmp_path / "fresh") and len(EpisodeStore(tmp_path / "fresh")) == 2
 
 
-def test_recording_episodes_that_start_at_their_goal_keeps_the_results_and_says_why_nothing_was_recorded(tmp_path):
+def test_recording_episodes_that_start_at_their_goal_is_refused_before_any_episode_runs(tmp_path):
     # PushT seed 5007: the expert's 25 steps never reach the T, so the 25-step goal is the start and the
-    # episode ends, a success, before any action; a store's episodes must be contiguous seeds with steps
-    config = PlanEvalConfig(env_id="worldvid/PushT-v0", planner="random", episodes=1, seed=5007, goal_steps=25,
+    # episode would end, a success, before any action; a store's episodes must be contiguous seeds with steps
+    config = PlanEvalConfig(env_id="worldvid/PushT-v0", planner="random", episodes=2, seed=5006, goal_steps=25,
                             max_steps=3, size=16)
-    with pytest.raises(ValueError, match=r"seeds \[5007\] executed no action .* --no-early-stop"):
+    with pytest.raises(ValueError, match=r"seeds \[5007\] start at their goal .* --no-early-stop"):
         evaluate_planner(config, out=tmp_path / "out", record=tmp_path / "store", progress=False)
-    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["summary"]["success_rate"] == 1.0 and "recorded_store" not in saved["summary"]
-    assert len(EpisodeStore(tmp_path / "store")) == 0
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+    report = evaluate_planner(config, out=tmp_path / "out", progress=False)  # without --record it plans as before
+    assert report.results[1].steps == 0 and report.results[1].success
+    report = evaluate_planner(replace(config, stop_on_success=False), record=tmp_path / "store",
+                              progress=False)
+    assert len(EpisodeStore(tmp_path / "store")) == 2 and report.results[1].steps == 3
 
 
 def test_an_episode_without_step_records_cannot_become_training_data():
