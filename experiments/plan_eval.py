@@ -118,17 +118,13 @@ def evaluate_planner(config: PlanEvalConfig, out: str | os.PathLike | None = Non
         summary["frame_size"] = size
         if not todo and folder is not None:  # nothing ran: keep the timing of the run that did the work
             summary.update(_saved_timing(folder / "summary.json"))
-        unrecordable = [r.seed for r in ordered if r.steps == 0] if store is not None else []
-        if store is not None and not unrecordable:
+        if store is not None:  # episodes without steps were refused before any ran (and to_episode refuses them)
             store.write_episodes([r.to_episode(store.spec.env_id, store.spec.policy) for r in ordered])
             summary["recorded_store"] = str(store.root)
         if folder is not None:
             saved = {"summary": summary, "config": asdict(config),
                      "episodes": [dict(index=i, **r.summary()) for i, r in zip(indices, ordered)]}
             write_json_atomic(folder / "summary.json", saved, indent=2)
-    if unrecordable:  # the results above are kept; a store's seeds must be contiguous, so none is written
-        raise ValueError(f"nothing recorded into {store.root}: the episodes of seeds {unrecordable} executed no action "
-                         f"(they started at their goal); record with --no-early-stop")
     return PlanEvalReport(summary, ordered, folder, kept)
 
 

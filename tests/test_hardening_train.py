@@ -177,7 +177,6 @@ def test_resume_and_init_refuse_architecture_options_that_would_change_the_model
     assert WorldModel.from_pretrained(tuned / "model").config == tiny_config()
 
 
-
 def test_train_cost_resume_refuses_architecture_options_that_would_change_the_distance(store_dir, tmp_path):
     from worldvid.goal_distance import GoalDistanceConfig, GoalDistanceTrainConfig, train_goal_distance
 
@@ -192,6 +191,7 @@ def test_train_cost_resume_refuses_architecture_options_that_would_change_the_di
     done = cli(*base, "--train-steps", "2", "--widths", "4", "8", "8")  # the distance's own values: accepted
     assert done.returncode == 0, done.stderr
     assert json.loads((cost / "train_config.json").read_text())["train"]["steps"] == 2
+
 
 # ---------------------------------------------------------------------------- 4. one writer
 HOLD = """
