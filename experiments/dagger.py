@@ -74,6 +74,14 @@ class DaggerConfig:
     present, else CPU)."""
     max_steps: int | None = None
     """Cap on steps per recorded episode (default: the task's time limit); for quick checks."""
+    goal_steps: int = 0
+    """Goals of the recording runs: the frame the task's expert reaches this many steps after the start (PushT's
+    25-step goal set); 0: the task's own goals (``PlanEvalConfig.goal_steps``)."""
+    execute: int = 1
+    """Planned env steps executed per decision by the recording planners (``PlanEvalConfig.execute``)."""
+    stop_on_success: bool = True
+    """End a recorded episode at the goal; off, every episode runs to its step cap, so episodes that start at
+    their goal are recorded too (with it on, ``plan --record`` refuses them before any work)."""
     planner_config: PlannerConfig = field(default_factory=PlannerConfig)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     """Other ``TrainConfig`` fields of the fine-tuning (e.g. batch_size)."""
@@ -94,6 +102,8 @@ def run_dagger(config: DaggerConfig, progress: bool = True) -> list[dict[str, An
     base = PlanEvalConfig(env_id=config.env_id, planner="cem", cost=config.cost, cost_model=config.cost_model,
                           episodes=config.episodes,
                           workers=config.workers, size=size, max_steps=config.max_steps,
+                          goal_steps=config.goal_steps, execute=config.execute,
+                          stop_on_success=config.stop_on_success,
                           planner_config=config.planner_config, device=config.device)
     oracle_store = None
     if config.oracle_episodes:

@@ -51,6 +51,16 @@ def test_two_rounds_record_and_fine_tune_then_a_rerun_does_nothing(base, tmp_pat
     assert changed == [tmp_path / "dagger.json"]  # nothing recorded or trained twice
 
 
+def test_the_recording_runs_take_the_goal_set_the_executed_steps_and_run_to_the_step_cap(base, tmp_path):
+    data, run = base
+    run_dagger(tiny(data, run, tmp_path, goal_steps=2, execute=2, stop_on_success=False), progress=False)
+    for plan, store in (("oracle_plan", "oracle_data"), ("round_0/plan", "round_0/planner_data")):
+        saved = json.loads((tmp_path / plan / "summary.json").read_text())["config"]
+        assert (saved["goal_steps"], saved["execute"], saved["stop_on_success"]) == (2, 2, False)
+        recorded = EpisodeStore(tmp_path / store)
+        assert [recorded.episode_length(e) for e in recorded.episode_ids] == [4, 4]  # no episode ended early
+
+
 def test_bad_settings_fail_before_any_work(base, tmp_path):
     data, run = base
     with pytest.raises(ValueError, match="rounds must be a positive integer"):
