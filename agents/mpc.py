@@ -14,7 +14,7 @@ import numpy as np
 from worldvid.agents.base import History, Plan
 from worldvid.agents.lockstep import plan_together, search_of
 from worldvid.data.episode import Episode
-from worldvid.data.policies import expert_goal
+from worldvid.data.policies import reset_with_goal
 from worldvid.windows import past_window
 
 
@@ -136,9 +136,7 @@ class MPCEpisode:
                  goal_steps: int = 0) -> None:
         if execute < 1:
             raise ValueError(f"execute must be a positive number of actions, got {execute}")
-        observation, info = env.reset(seed=seed)
-        if goal_steps:
-            info = expert_goal(env, goal_steps, seed)
+        observation, info = reset_with_goal(env, seed, goal_steps)
         goal = info.get("goal_frame")
         if goal is None:
             raise ValueError(f"{env.spec.id if env.spec else env} gives no info['goal_frame']; planning needs a goal image")

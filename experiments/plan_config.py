@@ -10,6 +10,7 @@ import numpy as np
 from worldvid.agents import PLANNER_NAMES, PlannerConfig, SimulatorDynamics
 from worldvid.agents.planner_config import require_positive_ints
 from worldvid.costs import COSTS, make_cost
+from worldvid.data.policies import reset_with_goal
 
 DEFAULT_SIZE = 32
 """Frame size when no model fixes it (oracle, random)."""
@@ -136,11 +137,8 @@ def validate(config: PlanEvalConfig) -> tuple[int, Any]:
             env.close()
             env = None
             env = make_plan_env(config, size)  # at the frame size the model fixes, with replayed goals if asked
-        observation, info = env.reset(seed=config.seed)
-        if config.goal_steps and config.goal_store is None:
-            from worldvid.data.policies import expert_goal
-
-            info = expert_goal(env, config.goal_steps, config.seed)  # e.g. a task without an expert
+        # e.g. a task without an expert fails here
+        observation, info = reset_with_goal(env, config.seed, expert_goal_steps(config))
         goal = info.get("goal_frame")
         if goal is None or np.asarray(goal).shape != observation.shape:
             shape = None if goal is None else np.asarray(goal).shape
@@ -161,20 +159,19 @@ def seeds_starting_at_goal(config: PlanEvalConfig, size: int) -> list[int]:
     """The seeds among ``config.seed`` .. ``config.seed + config.episodes - 1`` whose episode starts at its goal
     (``info["success"]`` at reset, or at the ``goal_steps`` expert goal), so that with ``stop_on_success`` it ends
     before any action; one env reset (and expert rollout) per seed, no planning."""
-    from worldvid.data.policies import expert_goal
-
     env = make_plan_env(config, size)
     try:
-        found = []
-        for seed in range(config.seed, config.seed + config.episodes):
-            _, info = env.reset(seed=seed)
-            if config.goal_steps and config.goal_store is None:
-                info = expert_goal(env, config.goal_steps, seed)
-            if info.get("success", False):
-                found.append(seed)
-        return found
+        steps = expert_goal_steps(config)
+        return [seed for seed in range(config.seed, config.seed + config.episodes)
+                if reset_with_goal(env, seed, steps)[1].get("success", False)]
     finally:
         env.close()
+
+
+def expert_goal_steps(config: PlanEvalConfig) -> int:
+    """The ``goal_steps`` the env's own reset takes (``reset_with_goal``): 0 where a ``goal_store``'s replayed
+    episodes give the goals."""
+    return config.goal_steps if config.goal_store is None else 0
 
 
 def make_plan_env(config: PlanEvalConfig, size: int) -> Any:

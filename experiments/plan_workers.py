@@ -30,7 +30,7 @@ from worldvid.agents import SimulatorDynamics, WorldModelDynamics, make_planner
 from worldvid.costs import make_cost
 from worldvid.agents.mpc import EpisodeResult, run_lockstep
 from worldvid.device import resolve_device
-from worldvid.experiments.plan_config import PlanEvalConfig, make_plan_env
+from worldvid.experiments.plan_config import PlanEvalConfig, expert_goal_steps, make_plan_env
 from worldvid.model.compiled import compile_denoiser
 from worldvid.parallel import bounded_queue, explain, init_ray, reworded, worker_device
 
@@ -156,7 +156,7 @@ class EpisodeRunner:
         envs, planners = zip(*self.slots[:len(indices)])
         return run_lockstep(envs, planners, [c.seed + index for index in indices], execute=c.execute,
                             context=self.context, stop_on_success=c.stop_on_success, max_steps=c.max_steps,
-                            goal_steps=0 if c.goal_store else c.goal_steps)
+                            goal_steps=expert_goal_steps(c))
 
     def close(self) -> None:
         """Close every env this worker made."""

@@ -177,6 +177,16 @@ def expert_goal(env: gym.Env, steps: int, seed: int) -> dict:
     return task.adopt_goal(goal_qpos)
 
 
+def reset_with_goal(env: gym.Env, seed: int, goal_steps: int = 0) -> tuple[np.ndarray, dict]:
+    """``env.reset(seed=seed)``, its goal then moved to where the expert gets ``goal_steps`` steps later
+    (``expert_goal``) when ``goal_steps`` > 0; returns the first observation (uint8 [H, W, 3]) and the info
+    against that goal."""
+    observation, info = env.reset(seed=seed)
+    if goal_steps:
+        info = expert_goal(env, goal_steps, seed)
+    return observation, info
+
+
 def has_expert(env: gym.Env) -> bool:
     """Whether ``env`` has a scripted expert (``scripted_action``: worldvid's tasks do, Gymnasium's own envs do not)."""
     return hasattr(env.unwrapped, "scripted_action")
