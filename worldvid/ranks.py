@@ -32,7 +32,7 @@ class Ranks:
 
     def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """This rank's loss (float32 scalar) on its share of the batch (context uint8 [b, K, H, W, C], ...)."""
-        return model.loss(batch["context"], batch["context_actions"], batch["target"], generator=generator)
+        return model.loss(*loss_arguments(batch, generator))
 
     def noise_seed(self, seed: int, step: int) -> int:
         """The seed of this rank's diffusion noise at ``step``: (seed, step, rank), rank 0 as in-process."""
@@ -49,6 +49,13 @@ class Ranks:
     def restore_rng(self, state: dict[str, Any], run_dir: str | os.PathLike) -> None:
         """Set this process's RNGs to this rank's states in the checkpoint ``state``."""
         set_rng_states(state["rng"])
+
+
+def loss_arguments(batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[Any, ...]:
+    """``WorldModel.loss``'s positional arguments for a ``FrameWindowDataset`` batch: context, context actions,
+    target, generator, and the unrolled windows' future frames and actions (None when not unrolled)."""
+    return (batch["context"], batch["context_actions"], batch["target"], generator, batch.get("future_frames"),
+            batch.get("future_actions"))
 
 
 class RankShare(torch.utils.data.Sampler):

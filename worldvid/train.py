@@ -79,6 +79,10 @@ class TrainConfig:
     data_weights: tuple[float, ...] | None = None
     """With several episode stores: the share of each batch drawn from each (normalised); None: every window
     equally likely, whatever store it is in."""
+    unroll: int = 1
+    """Steps imagined per window in the loss (a regression model only): each fed the predictions before it, the
+    gradient flowing through them (``worldvid.model.unrolled``), so the model learns to imagine from its own
+    frames. 1: the one-step loss. A step costs about R one-step ones."""
     logger: str = "auto"
     """Experiment tracker beside the metrics files: 'tensorboard' (RUN/tensorboard, through tensorboard or
     tensorboardX), 'wandb' (pip install wandb; WANDB_MODE, WANDB_PROJECT apply), 'none', or 'auto' (TensorBoard
@@ -91,7 +95,7 @@ class TrainConfig:
             if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
                 raise ValueError(f"data_weights must be non-negative with a positive sum, got {list(weights)}")
             object.__setattr__(self, "data_weights", weights)
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "unroll"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0 or self.warmup_steps < 0:
@@ -185,6 +189,11 @@ class RunPlan:
     resume: bool
     init_from: str | None
 
+    def windows(self, store: EpisodeStore, episodes: list[int]) -> FrameWindowDataset:
+        """The training windows of ``episodes`` of ``store``, as this run's model and unroll read them."""
+        return FrameWindowDataset(store, context=self.model_config.context, episodes=episodes,
+                                  action_dim=self.model_config.action_dim, unroll=self.train_config.unroll)
+
     def summary(self, windows: int) -> dict[str, Any]:
         """The data part of ``train``'s summary."""
         held_out = sum(len(s["held_out_episodes"]) for s in self.record["stores"])
@@ -216,16 +225,18 @@ def prepare_run(
     stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
     if saved is not None:
         run.check_same_data(stores_record)
-    parts = [FrameWindowDataset(store, context=model_config.context, episodes=train_eps, action_dim=model_config.action_dim)
-             for store, (train_eps, _) in zip(stores, splits)]
-    for part in parts:
-        part[len(part) - 1]  # one window of each store reads as training will
+    if train_config.unroll > 1 and model_config.objective != "regression":
+        raise ValueError(f"unroll={train_config.unroll} needs a regression model (objective 'regression'), this one "
+                         f"is {model_config.objective!r}")
     logger = resolve_logger(train_config.logger)  # a missing tracker package fails here, before any write
     init = None if init_from is None else str(Path(init_from).resolve())
     record = {"train": asdict(train_config), "data": stores_record[0]["data"], "held_out_episodes": splits[0][1],
               "stores": stores_record, "init_from": init, "workers": workers}
     plan = RunPlan(run, checked, train_config, model_config, [str(d) for d in data_dirs], [t for t, _ in splits],
                    record, logger, resume, init)
+    parts = [plan.windows(store, train_eps) for store, (train_eps, _) in zip(stores, splits)]
+    for part in parts:
+        part[len(part) - 1]  # one window of each store reads as training will
     return plan, parts, init_model
 
 

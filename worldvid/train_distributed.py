@@ -35,13 +35,12 @@ import torch
 from tqdm.auto import tqdm
 
 from worldvid.checkpoint import CheckpointError, set_rng_states
-from worldvid.data.dataset import FrameWindowDataset
 from worldvid.data.store import EpisodeStore
 from worldvid.locks import folder_lock, pid_alive
 from worldvid.model import WorldModel, WorldModelConfig
 from worldvid.optim import read_metrics
 from worldvid.parallel import explain, gpus_per_worker, init_ray, reworded
-from worldvid.ranks import Ranks
+from worldvid.ranks import Ranks, loss_arguments
 from worldvid.run_folder import RunFolder
 from worldvid.tracking import preview_windows
 from worldvid.train import RunPlan, TrainConfig, build_state, make_loader, prepare_run, train_loop
@@ -78,9 +77,9 @@ class _Loss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, context: torch.Tensor, context_actions: torch.Tensor, target: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
-        return self.model.loss(context, context_actions, target, generator=generator)
+    def forward(self, *arguments: Any) -> torch.Tensor:
+        """``WorldModel.loss(*arguments)`` (``worldvid.ranks.loss_arguments``)."""
+        return self.model.loss(*arguments)
 
 
 class DDPRanks(Ranks):
@@ -98,7 +97,7 @@ class DDPRanks(Ranks):
 
     def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         assert self.ddp is not None, "wrap() the model first"
-        return self.ddp(batch["context"], batch["context_actions"], batch["target"], generator)
+        return self.ddp(*loss_arguments(batch, generator))
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         total = value.detach().clone()
@@ -201,8 +200,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any] | None:
     else:
         device = torch.device("cpu")
         torch.set_num_threads(config["threads"])
-    parts = [FrameWindowDataset(EpisodeStore(data), context=plan.model_config.context, episodes=episodes)
-             for data, episodes in zip(plan.data_dirs, plan.train_episodes)]
+    parts = [plan.windows(EpisodeStore(data), episodes) for data, episodes in zip(plan.data_dirs, plan.train_episodes)]
     init_model = RunFolder.of(plan.init_from).load_model() if plan.init_from is not None and not plan.resume else None
     state = build_state(plan, device, init_model, ranks)
     ranks.wrap(state["model"], device)

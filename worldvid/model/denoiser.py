@@ -83,8 +83,7 @@ class Denoiser(nn.Module):
         b, device = next_frame.shape[0], next_frame.device
         next_frame = next_frame.float()
         if c.objective == "regression":  # the deterministic baseline: plain mean squared error of the prediction
-            context, context_noise = self._noisy_context(context, generator)
-            return F.mse_loss(self.regress(context, actions, context_noise), next_frame)
+            return F.mse_loss(self.training_regression(context, actions, generator), next_frame)
         log_sigma = c.p_mean + c.p_std * randn((b,), generator, device)
         sigma = log_sigma.exp().clamp(c.sigma_min_train, c.sigma_max_train)
         pc = self.preconditioning(sigma)
@@ -103,6 +102,12 @@ class Denoiser(nn.Module):
         zeros = torch.zeros(shape, device=context.device, dtype=torch.float32)
         return self(zeros, torch.full((b,), self.config.sigma_max, device=context.device), context, actions,
                     context_noise)
+
+    def training_regression(self, context: Tensor, actions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``regress`` as training runs it, float32 [B, C, H, W]: on the context with training's augmentation
+        (``context_noise_max``). context: float [B, K, C, H, W]; actions: float [B, K, A]."""
+        context, context_noise = self._noisy_context(context, generator)
+        return self.regress(context, actions, context_noise)
 
     def _noisy_context(self, context: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """Training's context augmentation: N(0, s^2) noise with s ~ U(0, context_noise_max) per sample, and s

@@ -18,11 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from worldvid.device import native_bf16
+from worldvid.model.batches import as_tensor, broadcast_batch, check_batch
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
 from worldvid.model.folder import CONFIG_NAME, WEIGHTS_NAME
 from worldvid.model.pretrained import load_folder, save_folder
 from worldvid.model.sampling import SAMPLER_FUNCTIONS, karras_sigmas, randn
+from worldvid.model.unrolled import unrolled_loss
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "WorldModel", "frames_to_model", "model_to_frames", "quantize"]
 
@@ -116,18 +118,28 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, context_frames: Tensor | np.ndarray, context_actions: Tensor | np.ndarray,
-             target: Tensor | np.ndarray, generator: torch.Generator | None = None) -> Tensor:
-        """EDM training loss (scalar float32) for a batch of windows, as ``FrameWindowDataset`` yields them.
+             target: Tensor | np.ndarray, generator: torch.Generator | None = None,
+             future_frames: Tensor | np.ndarray | None = None, future_actions: Tensor | np.ndarray | None = None,
+             ) -> Tensor:
+        """Training loss (scalar float32) for a batch of windows, as ``FrameWindowDataset`` yields them.
 
         context_frames: uint8 [B, K, H, W, C] (or float [B, K, C, H, W] in [-1, 1]), frames t-K+1..t.
-        context_actions: float [B, K, A], actions t-K+1..t. target: uint8 [B, H, W, C] (or float
-        [B, C, H, W]), frame t+1. Run it under ``autocast_context()`` for mixed precision.
+        context_actions: float [B, K, A], actions t-K+1..t. target: uint8 [B, H, W, C] (or float [B, C, H, W]),
+        frame t+1. Unrolled R steps (a regression model, ``worldvid.model.unrolled``): future_frames [B, R-1, ...]
+        = f[t+2..t+R] and future_actions float [B, R-1, A] = a[t+1..t+R-1]. Run under ``autocast_context()``.
         """
         context, _ = self._frames(context_frames, "context_frames", window=True)
         actions = self._actions(context_actions, "context_actions", self.config.context)
         target_x, _ = self._frames(target, "target", window=False)
-        _check_batch(("context_frames", context), ("context_actions", actions), ("target", target_x))
-        return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator=generator)
+        named = [("context_frames", context), ("context_actions", actions), ("target", target_x)]
+        if future_frames is not None:
+            future = self._actions(future_actions, "future_actions", None)
+            futures, _ = self._frames(future_frames, "future_frames", window=True, count=future.shape[1])
+            named += [("future_frames", futures), ("future_actions", future)]
+        check_batch(*named)
+        if future_frames is None:
+            return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator=generator)
+        return unrolled_loss(self, context, actions, torch.cat([target_x[:, None], futures], dim=1), future, generator)
 
     def generated_of(self, next_frame: Tensor, context: Tensor) -> Tensor:
         """What the network generates for ``next_frame`` (float [B, C, H, W] in model space) after ``context``
@@ -160,7 +172,7 @@ class WorldModel(nn.Module):
         """
         context, as_uint8 = self._frames(context_frames, "context_frames", window=True)
         actions = self._actions(context_actions, "context_actions", self.config.context)
-        context, actions = _broadcast_batch(("context_frames", context), ("context_actions", actions))
+        context, actions = broadcast_batch(("context_frames", context), ("context_actions", actions))
         x = self._sample(context, actions, generator, self.sigmas(num_steps), noise)
         return model_to_frames(x) if as_uint8 else x
 
@@ -191,7 +203,7 @@ class WorldModel(nn.Module):
         future = self._actions(actions, "actions", None)
         if future.shape[1] < 1:
             raise ValueError("actions must hold at least one step, got T=0")
-        context, past, future = _broadcast_batch(
+        context, past, future = broadcast_batch(
             ("context_frames", context), ("past_actions", past), ("actions", future))
         c = self.config
         shape = (future.shape[0], future.shape[1], c.channels, c.frame_size, c.frame_size)
@@ -227,10 +239,12 @@ class WorldModel(nn.Module):
         return quantize(self.frame_of(x, context))
 
     # ------------------------------------------------------------------ input validation
-    def _frames(self, frames: Tensor | np.ndarray, name: str, window: bool) -> tuple[Tensor, bool]:
-        """Validate frames and bring them to float32 model space on the model's device."""
+    def _frames(self, frames: Tensor | np.ndarray, name: str, window: bool,
+                count: int | None = None) -> tuple[Tensor, bool]:
+        """Validate frames (a window: K of them, or ``count``) and bring them to float32 model space on the
+        model's device."""
         c = self.config
-        frames = _as_tensor(frames, name)
+        frames = as_tensor(frames, name)
         lead = "[B, K, " if window else "[B, "
         lead_dims = 2 if window else 1
         if frames.dtype == torch.uint8:
@@ -245,9 +259,10 @@ class WorldModel(nn.Module):
             raise TypeError(f"{name} must be uint8 {lead}H, W, C] or float {lead}C, H, W], got dtype {frames.dtype}")
         if frames.ndim != lead_dims + 3:
             raise ValueError(f"{name} must be {expected}, got shape {tuple(frames.shape)}")
-        if window and frames.shape[1] != c.context:
+        if window and frames.shape[1] != (c.context if count is None else count):
+            want = f"the model's context is K={c.context}" if count is None else f"{count} are needed"
             raise ValueError(
-                f"{name} holds {frames.shape[1]} frames but the model's context is K={c.context}: "
+                f"{name} holds {frames.shape[1]} frames but {want}: "
                 f"expected {expected}, got shape {tuple(frames.shape)}")
         if spatial != (c.frame_size, c.frame_size):
             raise ValueError(
@@ -269,7 +284,7 @@ class WorldModel(nn.Module):
         actions to A) and move them to the model's
         device as float32."""
         a = self.config.action_dim
-        actions = _as_tensor(actions, name)
+        actions = as_tensor(actions, name)
         if not actions.dtype.is_floating_point:
             raise TypeError(f"{name} must be a float tensor [B, T, A={a}], got dtype {actions.dtype}")
         if self.config.multi_task and actions.ndim == 3 and 0 < actions.shape[2] < a:
@@ -367,29 +382,6 @@ class WorldModel(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
-def _as_tensor(value: Tensor | np.ndarray, name: str) -> Tensor:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
-
-
-def _check_batch(*named: tuple[str, Tensor]) -> None:
-    sizes = {name: t.shape[0] for name, t in named}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"batch sizes differ: {sizes}")
-
-
-def _broadcast_batch(*named: tuple[str, Tensor]) -> tuple[Tensor, ...]:
-    """Expand batch-1 tensors to the common batch size B (one context, many candidates)."""
-    sizes = {name: t.shape[0] for name, t in named}
-    batch = max(sizes.values())
-    if any(b not in (1, batch) for b in sizes.values()):
-        raise ValueError(f"batch sizes differ and cannot be broadcast (only a batch of 1 is): {sizes}")
-    return tuple(t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t for _, t in named)
-
-
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
