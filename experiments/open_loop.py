@@ -49,6 +49,7 @@ def format_report(report: dict[str, Any]) -> str:
             line += f"  {model[key][j]:{width}.{decimals}f} {copy[key][j]:6.{decimals}f} {ratio:5.1f}x"
         lines.append(line)
     lines += skipped_steps(report)
+    lines += heading_split_lines(report)
     c = report.get("controllability")
     if c is not None and "skipped" in c:
         lines.append(c["skipped"])
@@ -60,6 +61,23 @@ def format_report(report: dict[str, Any]) -> str:
             f"{'PASSED' if c['passed'] else 'FAILED'}"
         )
     return "\n".join(lines)
+
+
+def heading_split_lines(report: dict[str, Any], steps: tuple[int, ...] = (8, 16)) -> list[str]:
+    """One line per step of ``steps`` within the rollout: the heading error where the real goal object turned and
+    where it stood still (``worldvid.evaluate.heading_split``), model / copy-last-frame; none without a split."""
+    split, lines = report.get("heading_split"), []
+    for step in (s for s in steps if split is not None and s <= report["horizon"]):
+        j, parts = step - 1, []
+        for kind, verb in (("turned", "turned"), ("still", "stood still")):
+            model, copy = split[f"model_{kind}"][j], split[f"copy_{kind}"][j]
+            if model is not None:
+                parts.append(f"{verb} in {split[kind][j]} windows: {model:.3f} / {copy:.3f} rad "
+                             f"({copy / max(model, 1e-6):.1f}x)")
+        if parts:
+            lines.append(f"step {step} heading, model / copy-last (the {report['goal_object']} turned: copy-last "
+                         f"> {split['turned_rad']} rad): " + "; ".join(parts))
+    return lines
 
 
 def run_open_loop_evaluation(

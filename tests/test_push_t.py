@@ -133,3 +133,35 @@ def test_open_loop_scores_read_the_t_heading_and_count_a_lost_t_as_pi():
     scores = frame_scores(turned[None, None], windows, colors, names.index(goal_object), heading=True)
     assert scores["goal_object_heading_error_rad"][0] == pytest.approx(0.3, abs=0.05)
     assert "goal_object_heading_error_rad" not in frame_scores(turned[None, None], windows, colors, 0)
+
+
+def test_the_heading_split_keeps_windows_where_the_t_turned_apart_from_those_where_it_stood_still():
+    from worldvid.evaluate import Windows, heading_split, task_colors
+    from worldvid.experiments.open_loop import heading_split_lines
+    from worldvid.metrics import heading_error
+
+    env = gym.make(ID, size=64, render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    frame = {}
+    for yaw in (0.5, 0.8, 1.1):
+        env.set_state(np.array([0.45, 0.45, 0.05, -0.05, yaw]), np.zeros(5))
+        frame[yaw] = env.render()
+    env.close()
+    colors, names, goal_object = task_colors(ID)
+    context = np.stack([np.stack([frame[0.5]] * 4)] * 2)  # two windows, both from yaw 0.5
+    real = np.stack([frame[1.1], frame[0.5]])[:, None]  # the first turns by 0.6 rad, the second stands still
+    imagined = np.stack([frame[0.8], frame[0.8]])[:, None]  # both off by 0.3
+    windows = Windows(context, np.zeros((2, 4, 2), np.float32), np.zeros((2, 1, 2), np.float32), real)
+    color = tuple(colors[names.index(goal_object)])
+    split = heading_split(imagined, windows, color)
+    assert split["turned"] == [1] and split["still"] == [1]
+    model, _ = heading_error(imagined[:, 0], real[:, 0], color)  # read back: about 0.26 rad each
+    copy, _ = heading_error(context[:, -1], real[:, 0], color)  # about 0.53 and 0
+    assert copy[0] > 0.4 and copy[1] < 0.01 and (model > 0.2).all()
+    assert split["model_turned"] == [pytest.approx(model[0])] and split["copy_turned"] == [pytest.approx(copy[0])]
+    assert split["model_still"] == [pytest.approx(model[1])] and split["copy_still"] == [pytest.approx(copy[1])]
+    lines = heading_split_lines({"heading_split": split, "horizon": 1, "goal_object": "block"}, steps=(1,))
+    assert len(lines) == 1 and "turned in 1 windows" in lines[0] and "stood still in 1 windows" in lines[0]
+    none_turned = {**split, "turned": [0], "model_turned": [None], "copy_turned": [None]}
+    assert "turned in" not in heading_split_lines({"heading_split": none_turned, "horizon": 1, "goal_object": "block"},
+                                                  steps=(1,))[0]

@@ -106,6 +106,34 @@ def frame_scores(imagined: np.ndarray, windows: Windows, colors: np.ndarray, goa
             for key, curve in scores.items()}
 
 
+TURNED_RAD = 0.05
+"""A window "turned" at a step where the goal object's real heading differs from the last context frame's by more
+than this (copy-last-frame's heading error there): the windows whose heading there is something to imagine."""
+
+
+def heading_split(imagined: np.ndarray, windows: Windows, color: tuple[float, float, float]) -> dict[str, Any]:
+    """The goal object's heading error per step, split into the windows where the real object turned by then
+    (``TURNED_RAD``) and those where it did not, for the model and for copy-last-frame: a mean over all windows
+    mixes the few that turn with the many that stand still.
+
+    imagined: uint8 [N, T, H, W, 3]. Returns per-step lists (None where no window is of that kind): ``turned``
+    and ``still`` (window counts), ``model_turned``, ``copy_turned``, ``model_still``, ``copy_still`` (radians).
+    """
+    copy = np.repeat(windows.context[:, -1:], imagined.shape[1], axis=1)
+    model_err, seen = heading_error(imagined, windows.real, color)
+    copy_err, _ = heading_error(copy, windows.real, color)
+    valid = seen & _reach(windows)
+    kinds = {"turned": valid & (copy_err > TURNED_RAD), "still": valid & (copy_err <= TURNED_RAD)}
+    out: dict[str, Any] = {"turned_rad": TURNED_RAD}
+    for kind, mask in kinds.items():
+        count = mask.sum(0)
+        out[kind] = count.tolist()
+        for name, err in (("model", model_err), ("copy", copy_err)):
+            means = _masked_mean(err, mask, axes=(0,))
+            out[f"{name}_{kind}"] = [float(m) if c else None for m, c in zip(means, count)]
+    return out
+
+
 def _reach(windows: Windows) -> np.ndarray:
     """bool [N, T]: window n has a real frame at step j."""
     n, t = windows.real.shape[:2]
@@ -129,8 +157,8 @@ def evaluate_open_loop(
 ) -> dict[str, Any]:
     """Imagined rollouts driven by recorded actions vs the real frames, and the copy-last-frame baseline.
 
-    Returns per-step curves (index j = imagined step j+1) for "model" and "copy_last_frame", and "reached": how
-    many windows reach each step. Episodes shorter than the horizon give shorter windows
+    Returns per-step curves (index j = imagined step j+1) for "model" and "copy_last_frame", "reached": how
+    many windows reach each step, and for a task whose goal has a heading "heading_split" (``heading_split``). Episodes shorter than the horizon give shorter windows
     (``cut_windows(allow_short=True)``); a step no window reaches scores None.
     """
     windows = cut_windows(store, episodes, model.config.context, horizon, starts_per_episode, allow_short=True)
@@ -139,12 +167,15 @@ def evaluate_open_loop(
     heading = task_has_heading(store.spec.env_id)
     imagined = imagine(model, windows, seed=seed, num_steps=num_steps)
     copy = np.repeat(windows.context[:, -1:], horizon, axis=1)
-    return {
+    report = {
         "env_id": store.spec.env_id, "episodes": list(map(int, episodes)), "windows": len(windows.context), "horizon": horizon,
         "objects": names, "goal_object": goal_object, "reached": _reach(windows).sum(0).tolist(),
         "model": frame_scores(imagined, windows, colors, goal_index, heading),
         "copy_last_frame": frame_scores(copy, windows, colors, goal_index, heading),
     }
+    if heading and goal_index is not None:
+        report["heading_split"] = heading_split(imagined, windows, tuple(colors[goal_index]))
+    return report
 
 
 def controllability(
