@@ -158,8 +158,9 @@ def evaluate_open_loop(
     """Imagined rollouts driven by recorded actions vs the real frames, and the copy-last-frame baseline.
 
     Returns per-step curves (index j = imagined step j+1) for "model" and "copy_last_frame", "reached": how
-    many windows reach each step, and for a task whose goal has a heading "heading_split" (``heading_split``). Episodes shorter than the horizon give shorter windows
-    (``cut_windows(allow_short=True)``); a step no window reaches scores None.
+    many windows reach each step, and for a task whose goal has a heading "heading_split" (``heading_split``).
+    Episodes shorter than the horizon give shorter windows (``cut_windows(allow_short=True)``); a step no window
+    reaches scores None.
     """
     windows = cut_windows(store, episodes, model.config.context, horizon, starts_per_episode, allow_short=True)
     colors, names, goal_object = task_colors(store.spec.env_id)

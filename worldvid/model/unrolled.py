@@ -1,10 +1,10 @@
 """Unrolled training of the regression objective: the loss of R imagined steps, each fed the ones before it.
 
 Trained one step ahead, a deterministic model only ever sees real context frames, but when it imagines it is
-fed its own predictions, and their errors compound over a rollout (the turning T of PushT, about 2x copy-last
-at 8 steps on planner-driven data, against 3x on play). Unrolled R steps, with the gradient flowing back
-through every prediction fed forward (as in multi-step training of learned simulators), the model learns to
-predict from its own outputs. R = 1 is the one-step loss.
+fed its own predictions, and their errors can compound over a rollout. Unrolled R steps, with the gradient flowing
+back through every prediction fed forward (as in multi-step training of learned simulators), the model learns to
+predict from its own outputs. R = 1 is the one-step loss. On PushT 1,500 steps unrolled 4 raised PSNR at step 8
+by 0.5 dB but not the T's heading ratio (README: there the error is turns imagined too small, not compounding).
 """
 
 from __future__ import annotations
