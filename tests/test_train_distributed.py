@@ -91,6 +91,19 @@ def test_two_workers_reach_the_loss_of_the_in_process_run(two_workers, store_dir
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in single.iterdir())
 
 
+def test_two_workers_train_unrolled_windows_as_the_in_process_run_does(store_dir, tmp_path, ray_session,
+                                                                       one_torch_thread, guard):
+    """The unrolled windows' future frames and actions reach every worker's loss through DDP: a regression model
+    (no diffusion noise, context noise off) unrolled 2 steps has the in-process run's losses on 2 workers."""
+    config = tiny_config().replace(objective="regression", context_noise_max=0.0)
+    unrolled = fast(6, checkpoint_every=6, unroll=2)
+    train_distributed(store_dir, tmp_path / "ddp", unrolled, config, distributed=TWO, progress=False)
+    train(store_dir, tmp_path / "one", unrolled, config, progress=False)
+    ddp_loss, one_loss = ([r["loss"] for r in read_metrics(tmp_path / run / "metrics.jsonl")] for run in ("ddp", "one"))
+    assert len(ddp_loss) == 6 and ddp_loss == pytest.approx(one_loss, rel=1e-3)
+    assert json.loads((tmp_path / "ddp" / "train_config.json").read_text())["train"]["unroll"] == 2
+
+
 def test_sigkill_mid_run_then_resume_on_two_workers_is_bit_identical(two_workers, store_dir, tmp_path, ray_session,
                                                                      guard):
     full, _ = two_workers
