@@ -165,3 +165,21 @@ def test_the_heading_split_keeps_windows_where_the_t_turned_apart_from_those_whe
     none_turned = {**split, "turned": [0], "model_turned": [None], "copy_turned": [None]}
     assert "turned in" not in heading_split_lines({"heading_split": none_turned, "horizon": 1, "goal_object": "block"},
                                                   steps=(1,))[0]
+
+
+def test_turn_sensitivity_is_zero_without_a_move_grows_with_one_and_needs_a_heading(tmp_path, store_dir):
+    from worldvid.data.collect import collect
+    from worldvid.data.store import EpisodeStore
+    from worldvid.experiments.turn_sensitivity import sensitivity_table, turn_sensitivity
+
+    collect(ID, 2, tmp_path / "tee", size=32, policy="subgoals", progress=False)
+    store = EpisodeStore(tmp_path / "tee")
+    unmoved = turn_sensitivity(store, 0.0, every=8, progress=False)  # the replay is exact
+    assert unmoved["turned"]["windows"] > 0 and unmoved["frames_unchanged"] == 1.0
+    assert unmoved["turned"]["mean"] == 0.0 and unmoved["still"]["mean"] == 0.0
+    moved = turn_sensitivity(store, 1.5, every=8, progress=False)
+    assert moved["turned"]["windows"] == unmoved["turned"]["windows"]
+    assert moved["turned"]["mean"] > 0.0 and moved["frames_unchanged"] < 1.0
+    assert "| +-1.5 px |" in sensitivity_table([moved])
+    with pytest.raises(ValueError, match="has no object heading to turn"):
+        turn_sensitivity(EpisodeStore(store_dir), 0.3, progress=False)
