@@ -81,6 +81,8 @@ class FrameWindowDataset(Dataset):
     def _padded(self, actions: np.ndarray) -> np.ndarray:
         """float32 [N, A'] actions zero-padded to [N, action_dim] (a multi-task model's shorter task)."""
         actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape[-1] == self.action_dim:
+            return actions
         return np.pad(actions, ((0, 0), (0, self.action_dim - actions.shape[-1])))
 
 
