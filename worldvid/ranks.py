@@ -30,9 +30,10 @@ class Ranks:
     rank: int = 0
     world: int = 1
 
-    def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator,
+             regression_loss: str = "mse") -> torch.Tensor:
         """This rank's loss (float32 scalar) on its share of the batch (context uint8 [b, K, H, W, C], ...)."""
-        return model.loss(*loss_arguments(batch, generator))
+        return model.loss(*loss_arguments(batch, generator, regression_loss))
 
     def noise_seed(self, seed: int, step: int) -> int:
         """The seed of this rank's diffusion noise at ``step``: (seed, step, rank), rank 0 as in-process."""
@@ -51,11 +52,13 @@ class Ranks:
         set_rng_states(state["rng"])
 
 
-def loss_arguments(batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[Any, ...]:
+def loss_arguments(batch: dict[str, torch.Tensor], generator: torch.Generator,
+                   regression_loss: str = "mse") -> tuple[Any, ...]:
     """``WorldModel.loss``'s positional arguments for a ``FrameWindowDataset`` batch: context, context actions,
-    target, generator, and the unrolled windows' future frames and actions (None when not unrolled)."""
+    target, generator, the unrolled windows' future frames and actions (None when not unrolled), and the
+    regression loss."""
     return (batch["context"], batch["context_actions"], batch["target"], generator, batch.get("future_frames"),
-            batch.get("future_actions"))
+            batch.get("future_actions"), regression_loss)
 
 
 class RankShare(torch.utils.data.Sampler):

@@ -31,6 +31,7 @@ from worldvid.data.store import EpisodeStore
 from worldvid.device import native_bf16, resolve_device
 from worldvid.evaluate import Windows
 from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.model.denoiser import regression_distance
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.ranks import Ranks, RankShare, check_workers
 from worldvid.run_folder import RunFolder, resume_config
@@ -83,6 +84,9 @@ class TrainConfig:
     """Steps imagined per window in the loss (a regression model only): each fed the predictions before it, the
     gradient flowing through them (``worldvid.model.unrolled``), so the model learns to imagine from its own
     frames. 1: the one-step loss. A step costs about R one-step ones."""
+    regression_loss: str = "mse"
+    """How a regression model's predictions are scored (``worldvid.model.denoiser.REGRESSION_LOSSES``): 'mse' (the
+    mean of the possible next frames) or 'l1' (their per-pixel median). Diffusion models train by EDM's loss."""
     logger: str = "auto"
     """Experiment tracker beside the metrics files: 'tensorboard' (RUN/tensorboard, through tensorboard or
     tensorboardX), 'wandb' (pip install wandb; WANDB_MODE, WANDB_PROJECT apply), 'none', or 'auto' (TensorBoard
@@ -90,6 +94,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_logger(self.logger)
+        regression_distance(self.regression_loss)
         if self.data_weights is not None:
             weights = tuple(float(w) for w in self.data_weights)
             if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
@@ -225,6 +230,7 @@ def prepare_run(
     stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
     if saved is not None:
         run.check_same_data(stores_record)
+    regression_distance(train_config.regression_loss, model_config.objective)
     if train_config.unroll > 1 and model_config.objective != "regression":
         raise ValueError(f"unroll={train_config.unroll} needs a regression model (objective 'regression'), this one "
                          f"is {model_config.objective!r}")
@@ -352,7 +358,7 @@ def train_loop(plan: RunPlan, state: dict[str, Any], loader: torch.utils.data.Da
     for batch in loader:
         g = torch.Generator(device="cpu").manual_seed(ranks.noise_seed(train_config.seed, step))
         with autocast:
-            loss = ranks.loss(model, batch, g)
+            loss = ranks.loss(model, batch, g, train_config.regression_loss)
         value = ranks.mean(loss.detach())  # the global batch's loss
         if not torch.isfinite(value):
             bar.close()

@@ -95,9 +95,10 @@ class DDPRanks(Ranks):
         self.ddp = torch.nn.parallel.DistributedDataParallel(
             _Loss(model), device_ids=[device.index] if device.type == "cuda" else None)
 
-    def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator,
+             regression_loss: str = "mse") -> torch.Tensor:
         assert self.ddp is not None, "wrap() the model first"
-        return self.ddp(*loss_arguments(batch, generator))
+        return self.ddp(*loss_arguments(batch, generator, regression_loss))
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         total = value.detach().clone()

@@ -8,7 +8,7 @@ The handlers that run the commands are ``worldvid.cli.commands``.
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from worldvid.cli.options import CONFIG_FILE, Option, config_options, flag, function_options
 from worldvid.version import __version__
@@ -136,21 +136,23 @@ def add_import(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture_cls: type, skip: tuple[str, ...],
-                  data_help: str, out_help: str, extra: list[Option]) -> None:
+                  data_help: str, out_help: str, extra: list[Option], choices: dict[str, Any] | None = None) -> None:
     """The options every training command shares: data, run folder, resume, device, config file, and the
-    training and architecture configs (fields the data decides, ``skip``, are not options)."""
+    training and architecture configs (fields the data decides, ``skip``, are not options; ``choices`` restricts
+    training fields to the names listed)."""
     declare(parser, _plain(
         ("--data", {"required": True, "nargs": "+", "metavar": "STORE", "help": data_help}),
         ("--out", {"required": True, "help": out_help}),
         ("--resume", {"action": "store_true", "help": "continue the run in --out from its last checkpoint"}),
     ) + extra + [DEVICE, CONFIG_FILE])
-    declare(parser.add_argument_group(f"training ({train_cls.__name__})"), config_options(train_cls))
+    declare(parser.add_argument_group(f"training ({train_cls.__name__})"), config_options(train_cls, choices=choices))
     declare(parser.add_argument_group(f"architecture of a new model ({architecture_cls.__name__})"),
             config_options(architecture_cls, skip=skip))
 
 
 def add_train(parser: argparse.ArgumentParser) -> None:
     from worldvid.model import WorldModelConfig
+    from worldvid.model.denoiser import REGRESSION_LOSSES
     from worldvid.train import TrainConfig
     from worldvid.train_distributed import DistributedConfig
 
@@ -159,7 +161,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
                   "several tasks train one multi-task model",
                   "run folder: checkpoints, metrics, the model",
                   _plain(("--init", {"metavar": "RUN", "help": "start from this run's (or model folder's) weights: "
-                                     "fine-tuning"})))
+                                     "fine-tuning"})), choices={"regression_loss": list(REGRESSION_LOSSES)})
     declare(parser.add_argument_group("data-parallel training on Ray Train (DistributedConfig)"),
             config_options(DistributedConfig))
 

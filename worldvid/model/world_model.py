@@ -120,13 +120,14 @@ class WorldModel(nn.Module):
     def loss(self, context_frames: Tensor | np.ndarray, context_actions: Tensor | np.ndarray,
              target: Tensor | np.ndarray, generator: torch.Generator | None = None,
              future_frames: Tensor | np.ndarray | None = None, future_actions: Tensor | np.ndarray | None = None,
-             ) -> Tensor:
+             regression_loss: str = "mse") -> Tensor:
         """Training loss (scalar float32) for a batch of windows, as ``FrameWindowDataset`` yields them.
 
         context_frames: uint8 [B, K, H, W, C] (or float [B, K, C, H, W] in [-1, 1]), frames t-K+1..t.
         context_actions: float [B, K, A], actions t-K+1..t. target: uint8 [B, H, W, C] (or float [B, C, H, W]),
         frame t+1. Unrolled R steps (a regression model, ``worldvid.model.unrolled``): future_frames [B, R-1, ...]
-        = f[t+2..t+R] and future_actions float [B, R-1, A] = a[t+1..t+R-1]. Run under ``autocast_context()``.
+        = f[t+2..t+R] and future_actions float [B, R-1, A] = a[t+1..t+R-1]. A regression model's predictions are
+        scored by ``worldvid.model.denoiser.REGRESSION_LOSSES[regression_loss]``. Run under ``autocast_context()``.
         """
         context, _ = self._frames(context_frames, "context_frames", window=True)
         actions = self._actions(context_actions, "context_actions", self.config.context)
@@ -138,8 +139,9 @@ class WorldModel(nn.Module):
             named += [("future_frames", futures), ("future_actions", future)]
         check_batch(*named)
         if future_frames is None:
-            return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator=generator)
-        return unrolled_loss(self, context, actions, torch.cat([target_x[:, None], futures], dim=1), future, generator)
+            return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator, regression_loss)
+        return unrolled_loss(self, context, actions, torch.cat([target_x[:, None], futures], dim=1), future, generator,
+                             regression_loss)
 
     def generated_of(self, next_frame: Tensor, context: Tensor) -> Tensor:
         """What the network generates for ``next_frame`` (float [B, C, H, W] in model space) after ``context``
