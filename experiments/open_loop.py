@@ -50,6 +50,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(line)
     lines += skipped_steps(report)
     lines += heading_split_lines(report)
+    lines += ratio_interval_lines(report)
     c = report.get("controllability")
     if c is not None and "skipped" in c:
         lines.append(c["skipped"])
@@ -77,6 +78,28 @@ def heading_split_lines(report: dict[str, Any], steps: tuple[int, ...] = (8, 16)
         if parts:
             lines.append(f"step {step} heading, model / copy-last (the {report['goal_object']} turned: copy-last "
                          f"> {split['turned_rad']} rad): " + "; ".join(parts))
+    return lines
+
+
+def ratio_interval_lines(report: dict[str, Any]) -> list[str]:
+    """One line per step of ``report["ratio_intervals"]`` (``worldvid.evaluate.ratio_intervals``): the goal
+    object's position and heading ratios to copy-last-frame with their bootstrap intervals over episodes."""
+    intervals, lines = report.get("ratio_intervals"), []
+    if not intervals:
+        return lines
+    names = {"goal_object_error_px": "position", "goal_object_heading_error_rad": "heading"}
+    for step in sorted({int(s) for key in names for s in intervals.get(key, {})}):
+        parts = []
+        for key, name in names.items():
+            low_high = intervals.get(key, {}).get(str(step))
+            if low_high is None:
+                continue
+            model, copy = report["model"][key][step - 1], report["copy_last_frame"][key][step - 1]
+            if model is not None and copy is not None:
+                parts.append(f"{name} {copy / max(model, 1e-6):.1f}x [{low_high[0]:.1f}, {low_high[1]:.1f}]")
+        if parts:
+            lines.append(f"step {step} {report['goal_object']} ratio to copy-last, {intervals['level']:.0%} interval "
+                         f"over episodes ({intervals['resamples']} bootstrap resamples): " + "; ".join(parts))
     return lines
 
 

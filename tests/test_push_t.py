@@ -183,3 +183,43 @@ def test_turn_sensitivity_is_zero_without_a_move_grows_with_one_and_needs_a_head
     assert "| +-1.5 px |" in sensitivity_table([moved])
     with pytest.raises(ValueError, match="has no object heading to turn"):
         turn_sensitivity(EpisodeStore(store_dir), 0.3, progress=False)
+
+
+def _square_windows(model_shift: list[int], copy_shift: list[int], episode: list[int] | None):
+    """Windows of one 16 px frame step with a red 3x3 square: the real one at x = 4, the model's moved by
+    ``model_shift`` px and the last context frame's (copy-last-frame's) by ``copy_shift`` px, window by window."""
+    from worldvid.evaluate import Windows
+
+    def frames(shifts: list[int]) -> np.ndarray:
+        out = np.zeros((len(shifts), 1, 16, 16, 3), np.uint8)
+        for i, dx in enumerate(shifts):
+            out[i, 0, 6:9, 4 + dx:7 + dx, 0] = 255
+        return out
+
+    n = len(model_shift)
+    windows = Windows(frames(copy_shift), np.zeros((n, 1, 2), np.float32), np.zeros((n, 1, 2), np.float32),
+                      frames([0] * n), None, None if episode is None else np.array(episode))
+    return frames(model_shift), windows
+
+
+def test_ratio_intervals_resample_whole_episodes_around_the_ratio_copy_last_frame_scores():
+    from worldvid import evaluate
+    from worldvid.experiments.open_loop import ratio_interval_lines
+
+    red = np.array([[255.0, 0.0, 0.0]])
+    imagined, windows = _square_windows([1] * 6, [3] * 6, [0, 0, 1, 1, 2, 2])
+    exact = evaluate.ratio_intervals(imagined, windows, red, 0, heading=False, steps=(1,))
+    assert exact["goal_object_error_px"] == {"1": [3.0, 3.0]}  # every resample: 3 px against 1
+    # episodes of unlike ratios (4x, 3x, 0.5x): the interval holds the overall 16 px / 8 px and has a spread
+    imagined, windows = _square_windows([1, 1, 1, 1, 2, 2], [4, 4, 3, 3, 1, 1], [0, 0, 1, 1, 2, 2])
+    grouped = evaluate.ratio_intervals(imagined, windows, red, 0, heading=False, steps=(1,))["goal_object_error_px"]["1"]
+    assert grouped[0] < 16 / 8 < grouped[1]
+    # each window its own unit: more units than episodes, so a narrower interval (same seed, same draws count)
+    imagined, windows = _square_windows([1, 1, 1, 1, 2, 2] * 4, [4, 4, 3, 3, 1, 1] * 4, None)
+    alone = evaluate.ratio_intervals(imagined, windows, red, 0, heading=False, steps=(1,))["goal_object_error_px"]["1"]
+    assert grouped[1] - grouped[0] > alone[1] - alone[0] > 0
+    report = {"ratio_intervals": exact, "goal_object": "block",
+              "model": {"goal_object_error_px": [1.0]}, "copy_last_frame": {"goal_object_error_px": [3.0]}}
+    assert ratio_interval_lines(report) == [
+        "step 1 block ratio to copy-last, 95% interval over episodes (2000 bootstrap resamples): position 3.0x "
+        "[3.0, 3.0]"]

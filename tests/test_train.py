@@ -95,6 +95,7 @@ def test_open_loop_windows_pair_frames_and_actions(tmp_path):
     assert w.actions[1, :, 0].tolist() == [3, 4, 5, 6]  # a[3..6]
     assert w.real[1, :, 0, 0, 0].tolist() == [40, 50, 60, 70]  # f[4..7]
     assert w.context[0, :, 0, 0, 0].tolist() == [0, 0, 0] and w.past_actions[0].sum() == 0  # padded start
+    assert w.episode.tolist() == [0, 0]
 
 
 def test_cli_train_then_evaluate(store_dir, tmp_path):

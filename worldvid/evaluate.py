@@ -32,6 +32,7 @@ class Windows:
     (``worldvid.windows``: steps before an episode's start repeat its first frame and have zero actions).
     steps: int [N], the real steps each window has (None: all T); past them, ``real`` repeats the episode's last
     frame and ``actions`` are zeros, and no score counts them.
+    episode: int [N], the episode each window was cut from (None: unknown; each window its own).
     """
 
     context: np.ndarray
@@ -39,6 +40,7 @@ class Windows:
     actions: np.ndarray
     real: np.ndarray
     steps: np.ndarray | None = None
+    episode: np.ndarray | None = None
 
 
 def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, horizon: int, starts_per_episode: int = 2,
@@ -49,7 +51,7 @@ def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, hori
     ``starts_per_episode`` distinct full windows (fewer than ``horizon`` + ``starts_per_episode`` - 1 steps) gives
     windows starting evenly over all its steps, each as long as the episode lets it be (``Windows.steps``).
     """
-    out: dict[str, list[np.ndarray]] = {"context": [], "past_actions": [], "actions": [], "real": [], "steps": []}
+    out: dict[str, list[Any]] = {"context": [], "past_actions": [], "actions": [], "real": [], "steps": [], "episode": []}
     for episode in episodes:
         ep = store.read_episode(episode)
         n = ep.num_steps
@@ -68,6 +70,7 @@ def cut_windows(store: EpisodeStore, episodes: Sequence[int], context: int, hori
             out["actions"].append(np.concatenate([actions, np.zeros((horizon - steps, *actions.shape[1:]), np.float32)]))
             out["real"].append(np.concatenate([real, np.repeat(real[-1:], horizon - steps, axis=0)]))
             out["steps"].append(steps)
+            out["episode"].append(int(episode))
     return Windows(**{k: np.stack(v) for k, v in out.items()})
 
 
@@ -134,6 +137,47 @@ def heading_split(imagined: np.ndarray, windows: Windows, color: tuple[float, fl
     return out
 
 
+RATIO_STEPS = (8, 16)
+"""Imagined steps at which ``ratio_intervals`` bootstraps the model's ratio to copy-last-frame."""
+
+
+def ratio_intervals(imagined: np.ndarray, windows: Windows, colors: np.ndarray, goal_index: int, heading: bool,
+                    steps: Sequence[int] = RATIO_STEPS, resamples: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> dict[str, Any]:
+    """Bootstrap intervals (``level``) of copy-last-frame's error / the model's (the ratio; > 1: the model is
+    better) for the goal object's position and (with ``heading``) heading error at imagined ``steps``.
+
+    The windows of one episode are not independent, so whole episodes are resampled (``windows.episode``), each
+    resample's ratio being its summed copy error over its summed model error. imagined: uint8 [N, T, H, W, 3].
+    Returns ``{"resamples", "level", "goal_object_error_px": {step: [low, high]}, ...}`` (a step no window
+    reaches is left out).
+    """
+    copy = np.repeat(windows.context[:, -1:], imagined.shape[1], axis=1)
+    errors = {"goal_object_error_px": [object_position_error(x, windows.real, colors[goal_index:goal_index + 1])
+                                       for x in (imagined, copy)]}
+    if heading:
+        errors["goal_object_heading_error_rad"] = [heading_error(x, windows.real, tuple(colors[goal_index]))
+                                                   for x in (imagined, copy)]
+    episode = np.arange(len(imagined)) if windows.episode is None else windows.episode
+    _, group = np.unique(episode, return_inverse=True)
+    draws = np.random.default_rng(seed).multinomial(group.max() + 1, np.full(group.max() + 1, 1 / (group.max() + 1)),
+                                                    size=resamples)  # [B, E]: how often each episode is drawn
+    out: dict[str, Any] = {"resamples": resamples, "level": level}
+    reach = _reach(windows)
+    for key, ((model_err, valid), (copy_err, _)) in errors.items():
+        model_err, copy_err, valid = model_err.reshape(reach.shape), copy_err.reshape(reach.shape), valid.reshape(reach.shape)
+        out[key] = {}
+        for step in (s for s in steps if s <= reach.shape[1]):
+            mask = valid[:, step - 1] & reach[:, step - 1]
+            if not mask.any():
+                continue
+            sums = [np.bincount(group, np.where(mask, e[:, step - 1], 0.0), minlength=draws.shape[1])
+                    for e in (model_err, copy_err)]
+            ratios = (draws @ sums[1]) / np.maximum(draws @ sums[0], 1e-9)
+            out[key][str(step)] = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2]).tolist()
+    return out
+
+
 def _reach(windows: Windows) -> np.ndarray:
     """bool [N, T]: window n has a real frame at step j."""
     n, t = windows.real.shape[:2]
@@ -176,6 +220,8 @@ def evaluate_open_loop(
     }
     if heading and goal_index is not None:
         report["heading_split"] = heading_split(imagined, windows, tuple(colors[goal_index]))
+    if goal_index is not None:
+        report["ratio_intervals"] = ratio_intervals(imagined, windows, colors, goal_index, heading, seed=seed)
     return report
 
 
