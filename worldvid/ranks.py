@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from worldvid.checkpoint import set_rng_states
+from worldvid.model.frame_loss import FrameLoss
 
 if TYPE_CHECKING:
     from worldvid.model import WorldModel
@@ -31,9 +32,9 @@ class Ranks:
     world: int = 1
 
     def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator,
-             regression_loss: str = "mse") -> torch.Tensor:
+             frame_loss: FrameLoss = FrameLoss()) -> torch.Tensor:
         """This rank's loss (float32 scalar) on its share of the batch (context uint8 [b, K, H, W, C], ...)."""
-        return model.loss(*loss_arguments(batch, generator, regression_loss))
+        return model.loss(*loss_arguments(batch, generator, frame_loss))
 
     def noise_seed(self, seed: int, step: int) -> int:
         """The seed of this rank's diffusion noise at ``step``: (seed, step, rank), rank 0 as in-process."""
@@ -53,12 +54,12 @@ class Ranks:
 
 
 def loss_arguments(batch: dict[str, torch.Tensor], generator: torch.Generator,
-                   regression_loss: str = "mse") -> tuple[Any, ...]:
+                   frame_loss: FrameLoss = FrameLoss()) -> tuple[Any, ...]:
     """``WorldModel.loss``'s positional arguments for a ``FrameWindowDataset`` batch: context, context actions,
     target, generator, the unrolled windows' future frames and actions (None when not unrolled), and the
-    regression loss."""
+    frame loss."""
     return (batch["context"], batch["context_actions"], batch["target"], generator, batch.get("future_frames"),
-            batch.get("future_actions"), regression_loss)
+            batch.get("future_actions"), frame_loss)
 
 
 class RankShare(torch.utils.data.Sampler):

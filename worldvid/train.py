@@ -15,7 +15,6 @@ folder's lock is taken (a second writer is refused) and the first file is writte
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -31,89 +30,12 @@ from worldvid.data.store import EpisodeStore
 from worldvid.device import native_bf16, resolve_device
 from worldvid.evaluate import Windows
 from worldvid.model import WorldModel, WorldModelConfig
-from worldvid.model.denoiser import regression_distance
 from worldvid.optim import MetricsLog, lr_schedule, update_ema
 from worldvid.ranks import Ranks, RankShare, check_workers
 from worldvid.run_folder import RunFolder, resume_config
-from worldvid.tracking import check_logger, open_tracker, preview_image, preview_windows, resolve_logger
+from worldvid.tracking import open_tracker, preview_image, preview_windows, resolve_logger
+from worldvid.train_config import RESUME_CHANGEABLE, TrainConfig, TrainingDivergedError
 from worldvid.train_stores import check_readable, open_stores, task_config
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings of one run (saved as train_config.json)."""
-
-    steps: int = 4000
-    """Optimizer steps in total."""
-    batch_size: int = 32
-    """Windows per step."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate (reached after warm-up, then cosine-decayed to lr_final_fraction of it)."""
-    lr_final_fraction: float = 0.1
-    """The learning rate at the last step, as a fraction of lr."""
-    warmup_steps: int = 100
-    """Linear warm-up steps."""
-    weight_decay: float = 1e-2
-    """AdamW weight decay."""
-    grad_clip: float = 1.0
-    """Gradient norm clip."""
-    ema_decay: float = 0.999
-    """EMA decay of the weights used for sampling (ramped up as min(decay, (1+s)/(10+s)))."""
-    checkpoint_every: int = 500
-    """Steps between atomic checkpoints (and one at the end)."""
-    log_every: int = 50
-    """Steps between metric rows."""
-    seed: int = 0
-    """Seeds batches, noise and initial weights."""
-    held_out_fraction: float = 0.1
-    """Share of episodes (the last ones) never trained on, for evaluation."""
-    num_workers: int = 0
-    """DataLoader worker processes (0: read in the training process)."""
-    autocast: bool | None = None
-    """bf16 autocast: None = where the device computes bf16 natively (``worldvid.device.native_bf16``: CUDA with
-    bf16, CPUs with AVX512-BF16 or AMX, where it made these small UNets' training 1.4-2x faster); elsewhere fp32
-    (bf16 emulated on a 2-core AVX2 CPU made a training step 10x slower)."""
-    data_weights: tuple[float, ...] | None = None
-    """With several episode stores: the share of each batch drawn from each (normalised); None: every window
-    equally likely, whatever store it is in."""
-    unroll: int = 1
-    """Steps imagined per window in the loss (a regression model only): each fed the predictions before it, the
-    gradient flowing through them (``worldvid.model.unrolled``), so the model learns to imagine from its own
-    frames. 1: the one-step loss. A step costs about R one-step ones."""
-    regression_loss: str = "mse"
-    """How a regression model's predictions are scored (``worldvid.model.denoiser.REGRESSION_LOSSES``): 'mse' (the
-    mean of the possible next frames) or 'l1' (their per-pixel median). Diffusion models train by EDM's loss."""
-    logger: str = "auto"
-    """Experiment tracker beside the metrics files: 'tensorboard' (RUN/tensorboard, through tensorboard or
-    tensorboardX), 'wandb' (pip install wandb; WANDB_MODE, WANDB_PROJECT apply), 'none', or 'auto' (TensorBoard
-    when a writer is installed, else none). Scalars every log_every steps, real vs imagined frames at checkpoints."""
-
-    def __post_init__(self) -> None:
-        check_logger(self.logger)
-        regression_distance(self.regression_loss)
-        if self.data_weights is not None:
-            weights = tuple(float(w) for w in self.data_weights)
-            if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
-                raise ValueError(f"data_weights must be non-negative with a positive sum, got {list(weights)}")
-            object.__setattr__(self, "data_weights", weights)
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "unroll"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.warmup_steps < 0:
-            raise ValueError(f"num_workers and warmup_steps must be >= 0, got {self.num_workers} and {self.warmup_steps}")
-        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and 0 < self.held_out_fraction < 1):
-            raise ValueError("need lr > 0, 0 <= ema_decay < 1 and 0 < held_out_fraction < 1")
-        if not (0 <= self.lr_final_fraction <= 1 and self.weight_decay >= 0 and self.grad_clip > 0):
-            raise ValueError("need 0 <= lr_final_fraction <= 1, weight_decay >= 0 and grad_clip > 0")
-
-
-RESUME_CHANGEABLE = ("steps", "log_every", "checkpoint_every", "num_workers", "autocast", "logger")
-"""TrainConfig fields a resumed run may change: when it stops, how often it logs and saves, how it reads data,
-its precision, its tracker. Everything else (schedule, seed, batches, data mix) would make it another run."""
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -230,7 +152,7 @@ def prepare_run(
     stores_record = [{"data": str(Path(d).resolve()), "held_out_episodes": h} for d, (_, h) in zip(data_dirs, splits)]
     if saved is not None:
         run.check_same_data(stores_record)
-    regression_distance(train_config.regression_loss, model_config.objective)
+    train_config.frame_loss().check_objective(model_config.objective)
     if train_config.unroll > 1 and model_config.objective != "regression":
         raise ValueError(f"unroll={train_config.unroll} needs a regression model (objective 'regression'), this one "
                          f"is {model_config.objective!r}")
@@ -354,11 +276,12 @@ def train_loop(plan: RunPlan, state: dict[str, Any], loader: torch.utils.data.Da
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     bar = tqdm(total=train_config.steps, initial=step, desc="train", unit="step", disable=not (progress and lead))
     window_loss, window_start, started = [], time.perf_counter(), time.perf_counter()
+    frame_loss = train_config.frame_loss()
     model.train()
     for batch in loader:
         g = torch.Generator(device="cpu").manual_seed(ranks.noise_seed(train_config.seed, step))
         with autocast:
-            loss = ranks.loss(model, batch, g, train_config.regression_loss)
+            loss = ranks.loss(model, batch, g, frame_loss)
         value = ranks.mean(loss.detach())  # the global batch's loss
         if not torch.isfinite(value):
             bar.close()

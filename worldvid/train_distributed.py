@@ -38,6 +38,7 @@ from worldvid.checkpoint import CheckpointError, set_rng_states
 from worldvid.data.store import EpisodeStore
 from worldvid.locks import folder_lock, pid_alive
 from worldvid.model import WorldModel, WorldModelConfig
+from worldvid.model.frame_loss import FrameLoss
 from worldvid.optim import read_metrics
 from worldvid.parallel import explain, gpus_per_worker, init_ray, reworded
 from worldvid.ranks import Ranks, loss_arguments
@@ -96,9 +97,9 @@ class DDPRanks(Ranks):
             _Loss(model), device_ids=[device.index] if device.type == "cuda" else None)
 
     def loss(self, model: WorldModel, batch: dict[str, torch.Tensor], generator: torch.Generator,
-             regression_loss: str = "mse") -> torch.Tensor:
+             frame_loss: FrameLoss = FrameLoss()) -> torch.Tensor:
         assert self.ddp is not None, "wrap() the model first"
-        return self.ddp(*loss_arguments(batch, generator, regression_loss))
+        return self.ddp(*loss_arguments(batch, generator, frame_loss))
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         total = value.detach().clone()

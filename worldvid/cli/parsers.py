@@ -152,7 +152,7 @@ def _add_training(parser: argparse.ArgumentParser, train_cls: type, architecture
 
 def add_train(parser: argparse.ArgumentParser) -> None:
     from worldvid.model import WorldModelConfig
-    from worldvid.model.denoiser import REGRESSION_LOSSES
+    from worldvid.model.frame_loss import REGRESSION_LOSSES
     from worldvid.train import TrainConfig
     from worldvid.train_distributed import DistributedConfig
 

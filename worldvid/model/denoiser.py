@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldvid.model.config import WorldModelConfig
+from worldvid.model.frame_loss import FrameLoss
 from worldvid.model.sampling import randn
 from worldvid.model.unet import ActionUNet
-
-REGRESSION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-"""What a regression model's prediction is trained to be: 'mse', the mean of the next frames the context and
-actions leave possible; 'l1', their per-pixel median (a frame of the likelier outcome where it is one or another,
-not an average of both)."""
-
 
 @dataclass(frozen=True)
 class Preconditioning:
@@ -76,21 +69,23 @@ class Denoiser(nn.Module):
         return pc.c_skip * x_noisy.float() + pc.c_out * out.float()
 
     def loss(self, next_frame: Tensor, context: Tensor, actions: Tensor,
-             generator: torch.Generator | None = None, regression_loss: str = "mse") -> Tensor:
+             generator: torch.Generator | None = None, frame_loss: FrameLoss = FrameLoss(),
+             pixel_weights: Tensor | None = None) -> Tensor:
         """EDM training loss (scalar) for one batch, weighted so every noise level has a unit-variance target.
 
         ln(sigma) ~ N(p_mean, p_std^2), clamped to [sigma_min_train, sigma_max_train]. With lambda(s) =
         1/c_out^2, lambda ||D - x||^2 = ||F - (x - c_skip (x + n)) / c_out||^2, so the net regresses that
         target directly. The context gets N(0, s_c^2) noise, s_c ~ U(0, context_noise_max), and s_c is
-        given to the net. A regression model's prediction is scored by ``REGRESSION_LOSSES[regression_loss]``.
+        given to the net. A regression model's prediction is scored by ``frame_loss`` itself. With ``pixel_weights``
+        (float [B, 1, H, W], ``FrameLoss.pixel_weights``) either loss is a weighted mean over pixels.
         next_frame: float [B, C, H, W] in [-1, 1]; context float [B, K, C, H, W]; actions float [B, K, A].
         """
         c = self.config
         b, device = next_frame.shape[0], next_frame.device
         next_frame = next_frame.float()
-        distance = regression_distance(regression_loss, c.objective)
+        frame_loss.check_objective(c.objective)
         if c.objective == "regression":  # the deterministic baseline: one prediction, no noise
-            return distance(self.training_regression(context, actions, generator), next_frame)
+            return frame_loss(self.training_regression(context, actions, generator), next_frame, pixel_weights)
         log_sigma = c.p_mean + c.p_std * randn((b,), generator, device)
         sigma = log_sigma.exp().clamp(c.sigma_min_train, c.sigma_max_train)
         pc = self.preconditioning(sigma)
@@ -98,7 +93,7 @@ class Denoiser(nn.Module):
         context, context_noise = self._noisy_context(context, generator)
         target = (next_frame - pc.c_skip * x_noisy) / pc.c_out
         out = self._inner(x_noisy * pc.c_in, pc.c_noise, context, actions, context_noise)
-        return F.mse_loss(out.float(), target)
+        return frame_loss(out.float(), target, pixel_weights)
 
     def regress(self, context: Tensor, actions: Tensor, context_noise: Tensor | None = None) -> Tensor:
         """The regression objective's prediction of the next frame, float32 [B, C, H, W]: D(0; sigma_max), the
@@ -137,16 +132,6 @@ class Denoiser(nn.Module):
         # The context frames are scaled like the noisy input (unit-ish variance), as DIAMOND does.
         return self.inner(x_scaled, c_noise, context / self.config.sigma_data, actions, context_noise)
 
-
-def regression_distance(name: str, objective: str = "regression") -> Callable[[Tensor, Tensor], Tensor]:
-    """The loss function ``REGRESSION_LOSSES[name]``; ValueError for an unknown name, or for any but 'mse' with the
-    diffusion objective (whose EDM loss is a mean squared error by construction)."""
-    if name not in REGRESSION_LOSSES:
-        raise ValueError(f"regression_loss must be one of {list(REGRESSION_LOSSES)}, got {name!r}")
-    if name != "mse" and objective != "regression":
-        raise ValueError(f"regression_loss {name!r} needs a regression model (objective 'regression'), this one is "
-                         f"{objective!r}")
-    return REGRESSION_LOSSES[name]
 
 
 def _per_sample(sigma: Tensor) -> Tensor:

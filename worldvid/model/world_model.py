@@ -22,6 +22,7 @@ from worldvid.model.batches import as_tensor, broadcast_batch, check_batch
 from worldvid.model.config import WorldModelConfig
 from worldvid.model.denoiser import Denoiser
 from worldvid.model.folder import CONFIG_NAME, WEIGHTS_NAME
+from worldvid.model.frame_loss import FrameLoss
 from worldvid.model.pretrained import load_folder, save_folder
 from worldvid.model.sampling import SAMPLER_FUNCTIONS, karras_sigmas, randn
 from worldvid.model.unrolled import unrolled_loss
@@ -120,14 +121,15 @@ class WorldModel(nn.Module):
     def loss(self, context_frames: Tensor | np.ndarray, context_actions: Tensor | np.ndarray,
              target: Tensor | np.ndarray, generator: torch.Generator | None = None,
              future_frames: Tensor | np.ndarray | None = None, future_actions: Tensor | np.ndarray | None = None,
-             regression_loss: str = "mse") -> Tensor:
+             frame_loss: FrameLoss = FrameLoss()) -> Tensor:
         """Training loss (scalar float32) for a batch of windows, as ``FrameWindowDataset`` yields them.
 
         context_frames: uint8 [B, K, H, W, C] (or float [B, K, C, H, W] in [-1, 1]), frames t-K+1..t.
         context_actions: float [B, K, A], actions t-K+1..t. target: uint8 [B, H, W, C] (or float [B, C, H, W]),
         frame t+1. Unrolled R steps (a regression model, ``worldvid.model.unrolled``): future_frames [B, R-1, ...]
-        = f[t+2..t+R] and future_actions float [B, R-1, A] = a[t+1..t+R-1]. A regression model's predictions are
-        scored by ``worldvid.model.denoiser.REGRESSION_LOSSES[regression_loss]``. Run under ``autocast_context()``.
+        = f[t+2..t+R] and future_actions float [B, R-1, A] = a[t+1..t+R-1]. Every prediction is scored by
+        ``frame_loss`` (``worldvid.model.frame_loss``: its distance and its weight on moving pixels). Run under
+        ``autocast_context()``.
         """
         context, _ = self._frames(context_frames, "context_frames", window=True)
         actions = self._actions(context_actions, "context_actions", self.config.context)
@@ -139,9 +141,10 @@ class WorldModel(nn.Module):
             named += [("future_frames", futures), ("future_actions", future)]
         check_batch(*named)
         if future_frames is None:
-            return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator, regression_loss)
+            return self.denoiser.loss(self.generated_of(target_x, context), context, actions, generator, frame_loss,
+                                      frame_loss.pixel_weights(target_x, context[:, -1]))
         return unrolled_loss(self, context, actions, torch.cat([target_x[:, None], futures], dim=1), future, generator,
-                             regression_loss)
+                             frame_loss)
 
     def generated_of(self, next_frame: Tensor, context: Tensor) -> Tensor:
         """What the network generates for ``next_frame`` (float [B, C, H, W] in model space) after ``context``
